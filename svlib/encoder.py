@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -88,7 +89,8 @@ def build_hf_encoder(name_or_path: str | Path, *, meta: bool = False, **override
     )
     if meta:
         with torch.device("meta"):
-            return Wav2Vec2BertModel(config)
+            model = Wav2Vec2BertModel(config)
+        return model.to("meta")  # masked_spec_embed is created with torch.Tensor(), which ignores the default device
     if has_weights:
         logger.info("loading w2v-BERT 2.0 weights from %s", name_or_path)
         return Wav2Vec2BertModel.from_pretrained(str(name_or_path), config=config, local_files_only=True)
@@ -226,7 +228,9 @@ class W2VBertEncoder(nn.Module):
             target_modules=list(lora.target_modules),
             bias="none",
         )
-        self.model = peft.get_peft_model(self.model, peft_config)
+        with warnings.catch_warnings():  # peft calls transformers' deprecated is_gradient_checkpointing
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            self.model = peft.get_peft_model(self.model, peft_config)
         self.lora = lora
         return self
 

@@ -1,0 +1,66 @@
+"""The ``svlib`` command. Subcommands print results (JSON with ``--json``); the work lives in the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from svlib.complexity import PAPER_PARAMS_M, PAPER_TABLE3_FULL, table2_complexity
+
+    rows = table2_complexity(args.encoder, seconds=args.seconds)
+    payload = {
+        "encoder": args.encoder,
+        "seconds": args.seconds,
+        "counter": "torch.utils.flop_counter.FlopCounterMode on the meta device; MACs = FLOPs/2; "
+        "encoder + head, fbank front end excluded; LoRA merged for inference MACs",
+        "variants": [
+            {**r.to_dict(), "paper_params_m": list(PAPER_PARAMS_M[r.model])} for r in rows
+        ],
+        "paper_table3_full": PAPER_TABLE3_FULL,
+    }
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    print(f"Table 2/3 structure columns for {args.encoder} ({args.seconds:g} s of audio, {rows[0].frames} frames)")
+    header = f"{'model':<18}{'encoder':>12}{'head':>12}{'LoRA':>11}{'params':>12}{'paper':>12}{'GMACs':>9}{'GFLOPs':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        enc_m, extra_m = PAPER_PARAMS_M[r.model]
+        print(
+            f"{r.model:<18}{r.encoder_params:>12,}{r.head_params:>12,}{r.lora_params:>11,}"
+            f"{r.params_label:>12}{f'{enc_m:g}+{extra_m:g}M':>12}{r.macs / 1e9:>9.2f}{r.flops / 1e9:>9.2f}"
+        )
+    print(f"paper, Table 3 (0 % sparsity): {PAPER_TABLE3_FULL['macs_g']} GMACs, {PAPER_TABLE3_FULL['flops_g']} GFLOPs")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="svlib", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("params", help="Table 2/3 params, MACs and FLOPs of every model variant at full size")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--encoder", default="w2v-bert-2.0", help="named config (w2v-bert-2.0, tiny) or checkpoint dir")
+    p.add_argument("--seconds", type=float, default=1.0, help="audio length the MACs are counted for (default 1)")
+    p.set_defaults(func=_cmd_params)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"svlib {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data helpers for svlib: fetching public audio (Debian packages) and, later, corpus lists."""

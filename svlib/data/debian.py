@@ -1,0 +1,146 @@
+"""Real recordings from Debian packages, for tests and small demos that need speech without a corpus download.
+
+Debian's ``klettres-data`` package ships short recordings of letters and syllables (Ogg Vorbis, 44.1 kHz) spoken
+by one voice per language. :func:`fetch_debian_package` downloads and unpacks a package with ``apt-get download`` and
+``dpkg -x`` (no installation, no root needed once package lists exist); :func:`speech_sample` turns a few of those
+clips into one 16 kHz speech waveform.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+from svlib.audio import load_audio
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["default_data_root", "fetch_debian_package", "speech_sample"]
+
+_MARKER = ".svlib-extracted"
+_LISTS_MISSING = ("Unable to locate package", "has no installation candidate", "Can't select candidate version")
+
+
+def default_data_root() -> Path:
+    """Where downloaded data lives: ``$SVLIB_DATA`` if set, else ``<repo>/data``."""
+    env = os.environ.get("SVLIB_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    logger.info("running %s in %s", " ".join(cmd), cwd)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+
+
+def fetch_debian_package(name: str, root: str | os.PathLike | None = None) -> Path:
+    """Download Debian package ``name`` into ``root/debs`` and unpack it into ``root/pkgs/name``; return the latter.
+
+    Idempotent: a marker file is written after a complete extraction and a later call returns at once.
+    Steps: 1. return early if the marker exists; 2. ``apt-get download name`` (as root, after one
+    ``apt-get update`` if the package lists are missing); 3. ``dpkg -x`` into a temporary folder, renamed into place;
+    4. write the marker.
+
+    Raises:
+        RuntimeError: ``apt-get`` or ``dpkg`` is missing, or the download or extraction failed (the message says
+            what to do).
+    """
+    root = Path(root) if root is not None else default_data_root()
+    target = root / "pkgs" / name
+    # 1. already unpacked
+    if (target / _MARKER).is_file():
+        return target
+    apt_get, dpkg = shutil.which("apt-get"), shutil.which("dpkg")
+    if apt_get is None or dpkg is None:
+        raise RuntimeError(
+            f"cannot fetch Debian package {name!r}: 'apt-get' and 'dpkg' are needed (found apt-get={apt_get}, "
+            f"dpkg={dpkg}). Run on a Debian/Ubuntu machine, or unpack {name}'s .deb yourself into {target} "
+            f"and create an empty file {target / _MARKER}."
+        )
+    # 2. download
+    debs = root / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    result = _run([apt_get, "download", name], debs)
+    if result.returncode != 0 and hasattr(os, "geteuid") and os.geteuid() == 0:
+        if any(msg in result.stderr for msg in _LISTS_MISSING):
+            logger.info("apt-get download %s failed (package lists missing?); running apt-get update once", name)
+            _run([apt_get, "update"], debs)
+            result = _run([apt_get, "download", name], debs)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"'apt-get download {name}' failed in {debs} (exit {result.returncode}): {result.stderr.strip()}\n"
+            "Check the network and that the package exists (apt-cache policy " + name + "); if package lists are "
+            "missing, run 'sudo apt-get update' and try again."
+        )
+    candidates = sorted(debs.glob(f"{name}_*.deb"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise RuntimeError(f"'apt-get download {name}' succeeded but no {name}_*.deb appeared in {debs}")
+    deb = candidates[-1]
+    # 3. extract into a temporary folder, then move into place
+    partial = target.with_name(name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    result = _run([dpkg, "-x", str(deb), str(partial)], debs)
+    if result.returncode != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise RuntimeError(
+            f"'dpkg -x {deb} {partial}' failed (exit {result.returncode}): {result.stderr.strip()}\n"
+            f"Delete {deb} and try again (the download may be corrupt)."
+        )
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    # 4. marker
+    (target / _MARKER).write_text(deb.name + "\n")
+    logger.info("unpacked %s into %s", deb.name, target)
+    return target
+
+
+def _trim_silence(wav: torch.Tensor, sample_rate: int, threshold_db: float = -40.0) -> torch.Tensor:
+    """Drop leading/trailing 10 ms frames whose RMS is more than ``-threshold_db`` dB below the loudest frame."""
+    hop = sample_rate // 100
+    n = wav.shape[0] // hop * hop
+    if n == 0:
+        return wav
+    rms = wav[:n].reshape(-1, hop).pow(2).mean(dim=1).sqrt()  # (frames,)
+    loud = torch.nonzero(rms >= rms.max() * 10 ** (threshold_db / 20)).flatten()
+    if loud.numel() == 0 or float(rms.max()) == 0.0:
+        return wav
+    return wav[int(loud[0]) * hop : min(wav.shape[0], (int(loud[-1]) + 1) * hop)]
+
+
+def speech_sample(
+    root: str | os.PathLike | None = None, n_clips: int = 4, sample_rate: int = 16000, gap_s: float = 0.1
+) -> tuple[torch.Tensor, int]:
+    """A few seconds of real speech from one speaker: ``(waveform (num_samples,) float32, sample_rate)``.
+
+    Steps: 1. fetch ``klettres-data``; 2. pick a language folder (``fr`` if present, else the first with clips);
+    3. load the first ``n_clips`` clips of ``alpha/*.ogg`` in natural order, resampled to ``sample_rate``;
+    4. trim leading and trailing silence; 5. join them with ``gap_s`` seconds of silence.
+    """
+    # 1. fetch
+    base = fetch_debian_package("klettres-data", root) / "usr" / "share" / "klettres"
+    # 2. language
+    langs = sorted(d.name for d in base.iterdir() if d.is_dir() and any((d / "alpha").glob("*.ogg")))
+    if not langs:
+        raise RuntimeError(f"no <lang>/alpha/*.ogg clips under {base}; the klettres-data layout has changed")
+    lang = "fr" if "fr" in langs else langs[0]
+
+    # 3. clips in natural order (a-2 before a-10)
+    def natural(p: Path) -> list:
+        return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.stem)]
+
+    clips = sorted((base / lang / "alpha").glob("*.ogg"), key=natural)[:n_clips]
+    # 4-5. trim and join
+    gap = torch.zeros(int(round(gap_s * sample_rate)))
+    pieces: list[torch.Tensor] = []
+    for i, clip in enumerate(clips):
+        if i:
+            pieces.append(gap)
+        pieces.append(_trim_silence(load_audio(clip, sample_rate=sample_rate), sample_rate))
+    logger.debug("speech sample from %d %s clips", len(clips), lang)
+    return torch.cat(pieces).to(torch.float32), sample_rate

@@ -1,0 +1,148 @@
+"""Figures for the book. Each function draws one figure from computed values and returns the ``Figure``.
+
+Plotting code lives here, not in the chapters, so the notebooks stay narrative + calls. Axes carry units and
+titles name the profile that produced the numbers.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+
+def _np(x) -> np.ndarray:
+    return x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def plot_features(wav, fbank, normalized, stacked, sample_rate: int = 16_000, title: str = ""):
+    """Waveform, log-mel fbank (80 bins, 100 frames/s), its per-utterance normalisation, and the stacked
+    160-dim input at 50 frames/s, on a shared time axis in seconds."""
+    wav, fbank, normalized, stacked = map(_np, (wav, fbank, normalized, stacked))
+    fig, axes = plt.subplots(4, 1, figsize=(9, 9), sharex=True, constrained_layout=True)
+    t = np.arange(len(wav)) / sample_rate
+    axes[0].plot(t, wav, lw=0.5)
+    axes[0].set_ylabel("amplitude")
+    axes[0].set_title("waveform (16 kHz)")
+    dur = len(wav) / sample_rate
+    for ax, img, name, ylabel in [
+        (axes[1], fbank, "log-mel fbank, 80 Kaldi-mel bins, hop 10 ms", "mel bin"),
+        (axes[2], normalized, "after per-utterance mean/variance normalisation", "mel bin"),
+        (axes[3], stacked, "stacked pairs of frames: 160 dims at 50 frames/s (encoder input)", "feature dim"),
+    ]:
+        frame_s = dur / img.shape[0] if img.shape[0] else 1.0
+        im = ax.imshow(img.T, origin="lower", aspect="auto", extent=[0, img.shape[0] * frame_s, 0, img.shape[1]])
+        ax.set_ylabel(ylabel)
+        ax.set_title(name)
+        fig.colorbar(im, ax=ax, pad=0.01)
+    axes[-1].set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_layer_similarity(hidden_states, title: str = ""):
+    """Mean frame-wise cosine similarity between every pair of hidden states ``h_i``, ``h_j`` of Eq. (1).
+
+    Args:
+        hidden_states: ``(L+1, B, T, D)``.
+    """
+    h = torch.nn.functional.normalize(hidden_states.detach().float(), dim=-1)
+    sim = torch.einsum("ibtd,jbtd->ij", h, h) / (h.shape[1] * h.shape[2])  # -> (L+1, L+1)
+    fig, ax = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
+    im = ax.imshow(_np(sim), vmin=-1, vmax=1, cmap="RdBu_r", origin="lower")
+    ax.set_xlabel("hidden state j (0 = feature projection)")
+    ax.set_ylabel("hidden state i")
+    ax.set_title(title or "cosine similarity between hidden states")
+    fig.colorbar(im, ax=ax, label="mean cosine similarity")
+    return fig
+
+
+def plot_parameter_breakdown(counts: dict[str, int], title: str = ""):
+    """Horizontal bars of parameter counts in millions, largest first."""
+    items = sorted(counts.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(items) + 1), constrained_layout=True)
+    values = [v / 1e6 for _, v in items]
+    ax.barh([k for k, _ in items], values)
+    for y, v in enumerate(values):
+        ax.text(v, y, f" {v:.2f}M", va="center")
+    ax.set_xlabel("parameters (M)")
+    ax.set_xlim(0, max(values) * 1.2)
+    ax.set_title(title)
+    return fig
+
+
+def _box(ax, xy, w, h, text, color):
+    ax.add_patch(FancyBboxPatch(xy, w, h, boxstyle="round,pad=0.02", fc=color, ec="black", lw=0.8))
+    ax.text(xy[0] + w / 2, xy[1] + h / 2, text, ha="center", va="center", fontsize=8)
+
+
+def _arrow(ax, a, b):
+    ax.add_patch(FancyArrowPatch(a, b, arrowstyle="-|>", mutation_scale=9, lw=0.8, color="0.2"))
+
+
+def plot_head_dataflow(num_states: int = 25, hidden_size: int = 1024, adapter_dim: int = 128, embed_dim: int = 256):
+    """Side-by-side diagrams of the three heads' data flow with the tensor widths they use (paper Fig. 1)."""
+    n, d, a = num_states, hidden_size, adapter_dim
+    fig, axes = plt.subplots(1, 3, figsize=(13, 5.2), constrained_layout=True)
+    specs = [
+        ("(a) weighted average + ECAPA-TDNN (Eq. 2)", [
+            (f"softmax(w)·h, {n} weights", "#cde"), ("InstanceNorm", "#eee"), ("ECAPA-TDNN C=512", "#fdc"),
+            ("ASP (global context)", "#dfd"), (f"Linear → {embed_dim}", "#fdd")], f"{d}"),
+        ("(b) MFA (Eq. 3)", [
+            (f"concat → {n}·{d} = {n * d}", "#cde"), (f"ASP, hidden {d}", "#dfd"),
+            (f"mean ‖ std → {2 * n * d}", "#eee"), (f"Linear → {embed_dim}", "#fdd")], f"{d}"),
+        ("(c) Layer Adapter + MFA (§2.4)", [
+            (f"{n} adapters: {d}→{a}, LN, ReLU, {a}→{a}", "#ffd"), (f"concat → {n}·{a} = {n * a}", "#cde"),
+            (f"ASP, hidden {a}", "#dfd"), (f"mean ‖ std → {2 * n * a}", "#eee"), (f"Linear → {embed_dim}", "#fdd")],
+         f"{d}"),
+    ]
+    for ax, (title, boxes, width) in zip(axes, specs):
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.axis("off")
+        ax.set_title(title, fontsize=10)
+        # the hidden states h_0 … h_L, drawn as a row of thin boxes
+        for i in range(6):
+            label = f"h{i}" if i < 5 else f"h{n - 1}"
+            _box(ax, (0.06 + i * 0.15, 0.88), 0.11, 0.07, label, "#ccc")
+        ax.text(0.5, 0.965, f"{n} hidden states, each (T, {width})", ha="center", fontsize=8)
+        y, h = 0.74, 0.09
+        _arrow(ax, (0.5, 0.87), (0.5, y + h + 0.01))
+        for i, (text, color) in enumerate(boxes):
+            _box(ax, (0.15, y), 0.7, h, text, color)
+            if i + 1 < len(boxes):
+                _arrow(ax, (0.5, y - 0.005), (0.5, y - 0.055))
+            y -= 0.15
+        ax.text(0.5, y + 0.08, f"speaker embedding E ({embed_dim})", ha="center", fontsize=9, weight="bold")
+    return fig
+
+
+def plot_singular_values(values, rank: int, title: str = ""):
+    """Singular values of a weight update on a log scale, with the LoRA rank marked."""
+    values = _np(values)
+    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    ax.semilogy(np.arange(1, len(values) + 1), np.maximum(values, 1e-12), ".-", ms=3)
+    ax.axvline(rank, color="C3", ls="--", label=f"LoRA rank r = {rank}")
+    ax.set_xlabel("singular value index")
+    ax.set_ylabel("singular value of ΔW")
+    ax.set_title(title)
+    ax.legend()
+    return fig
+
+
+def plot_curve(xs, ys, xlabel: str, ylabel: str, title: str = "", label: str | None = None, ax=None):
+    """One line plot (training losses, margins, schedules)."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    else:
+        fig = ax.figure
+    ax.plot(_np(xs), _np(ys), label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if label:
+        ax.legend()
+    return fig
