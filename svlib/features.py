@@ -19,8 +19,10 @@ second, ``T = ceil(F_max / 2)``), ``M`` mel bins (80).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
+from importlib import resources
 from typing import Sequence
 
 import torch
@@ -29,6 +31,7 @@ import torch.nn.functional as nnf
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "PREPROCESSOR_CONFIG",
     "SAMPLE_RATE",
     "FeatureExtractor",
     "extract_features",
@@ -40,6 +43,11 @@ __all__ = [
     "povey_window",
     "stack_frames",
 ]
+
+PREPROCESSOR_CONFIG: dict = json.loads(
+    resources.files("svlib").joinpath("configs/w2v-bert-2.0_preprocessor.json").read_text()
+)
+"""w2v-BERT 2.0's ``preprocessor_config.json``: the settings of the reference ``SeamlessM4TFeatureExtractor``."""
 
 SAMPLE_RATE = 16000
 WAVEFORM_SCALE = 2.0**15
@@ -151,8 +159,8 @@ def fbank(
         window, mel_filters: optional precomputed ``(400,)`` window and ``(257, 80)`` filters (e.g. module buffers).
 
     Returns:
-        feats: ``(B, F, M)`` float32 log-mel energies, ``F = max(num_frames)``; frames at or beyond an utterance's
-            ``num_frames`` are not meaningful (they may contain padding samples).
+        feats: ``(B, F, M)`` float32 log-mel energies, ``F = max(num_frames)``; frames at or beyond an
+            utterance's ``num_frames`` may contain padding samples.
         num_frames: ``(B,)`` long, ``1 + (length - 400) // 160``.
     """
     if wavs.dim() != 2:

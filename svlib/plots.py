@@ -74,7 +74,7 @@ def plot_parameter_breakdown(counts: dict[str, int], title: str = ""):
 
 
 def _box(ax, xy, w, h, text, color):
-    ax.add_patch(FancyBboxPatch(xy, w, h, boxstyle="round,pad=0.02", fc=color, ec="black", lw=0.8))
+    ax.add_patch(FancyBboxPatch(xy, w, h, boxstyle="round,pad=0.008", fc=color, ec="black", lw=0.8))
     ax.text(xy[0] + w / 2, xy[1] + h / 2, text, ha="center", va="center", fontsize=8)
 
 
@@ -103,19 +103,21 @@ def plot_head_dataflow(num_states: int = 25, hidden_size: int = 1024, adapter_di
         ax.set_ylim(0, 1)
         ax.axis("off")
         ax.set_title(title, fontsize=10)
-        # the hidden states h_0 … h_L, drawn as a row of thin boxes
-        for i in range(6):
-            label = f"h{i}" if i < 5 else f"h{n - 1}"
-            _box(ax, (0.06 + i * 0.15, 0.88), 0.11, 0.07, label, "#ccc")
-        ax.text(0.5, 0.965, f"{n} hidden states, each (T, {width})", ha="center", fontsize=8)
-        y, h = 0.74, 0.09
-        _arrow(ax, (0.5, 0.87), (0.5, y + h + 0.01))
+        # the hidden states h_0 … h_L, drawn as a row of small boxes with an ellipsis
+        for i, label in enumerate(["h0", "h1", "h2", "h3", "…", f"h{n - 1}"]):
+            if label == "…":
+                ax.text(0.1 + i * 0.15 + 0.045, 0.89, label, ha="center", va="center", fontsize=10)
+            else:
+                _box(ax, (0.1 + i * 0.15, 0.86), 0.09, 0.06, label, "#ccc")
+        ax.text(0.5, 0.96, f"{n} hidden states, each (T, {width})", ha="center", fontsize=8)
+        y, h, step = 0.70, 0.08, 0.135
+        _arrow(ax, (0.5, 0.85), (0.5, y + h + 0.01))
         for i, (text, color) in enumerate(boxes):
-            _box(ax, (0.15, y), 0.7, h, text, color)
+            _box(ax, (0.12, y), 0.76, h, text, color)
             if i + 1 < len(boxes):
-                _arrow(ax, (0.5, y - 0.005), (0.5, y - 0.055))
-            y -= 0.15
-        ax.text(0.5, y + 0.08, f"speaker embedding E ({embed_dim})", ha="center", fontsize=9, weight="bold")
+                _arrow(ax, (0.5, y - 0.01), (0.5, y - step + h + 0.01))
+            y -= step
+        ax.text(0.5, y + step - 0.045, f"speaker embedding E ({embed_dim})", ha="center", fontsize=9, weight="bold")
     return fig
 
 

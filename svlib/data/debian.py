@@ -21,7 +21,7 @@ from svlib.audio import load_audio
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["default_data_root", "fetch_debian_package", "speech_sample"]
+__all__ = ["default_data_root", "fetch_debian_package", "klettres_clips", "load_clips", "speech_sample"]
 
 _MARKER = ".svlib-extracted"
 _LISTS_MISSING = ("Unable to locate package", "has no installation candidate", "Can't select candidate version")
@@ -113,34 +113,46 @@ def _trim_silence(wav: torch.Tensor, sample_rate: int, threshold_db: float = -40
     return wav[int(loud[0]) * hop : min(wav.shape[0], (int(loud[-1]) + 1) * hop)]
 
 
+def klettres_clips(language: str = "fr", root: str | os.PathLike | None = None) -> list[Path]:
+    """The ``<language>/alpha/*.ogg`` clips of ``klettres-data`` (one voice per language), in natural order.
+
+    Fetches the package on first use. ``language`` is a folder name such as ``fr``, ``de``, ``en``, ``ru``.
+    """
+    base = fetch_debian_package("klettres-data", root) / "usr" / "share" / "klettres"
+    langs = sorted(d.name for d in base.iterdir() if d.is_dir() and any((d / "alpha").glob("*.ogg")))
+    if language not in langs:
+        raise ValueError(f"klettres-data has no clips for language {language!r}; available: {langs}")
+
+    def natural(p: Path) -> list:  # a-2 before a-10
+        return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.stem)]
+
+    return sorted((base / language / "alpha").glob("*.ogg"), key=natural)
+
+
+def load_clips(
+    language: str = "fr", n_clips: int = 4, root: str | os.PathLike | None = None, sample_rate: int = 16000
+) -> list[torch.Tensor]:
+    """The first ``n_clips`` klettres clips of one voice, each resampled to ``sample_rate`` and silence-trimmed."""
+    clips = klettres_clips(language, root)[:n_clips]
+    return [_trim_silence(load_audio(c, sample_rate=sample_rate), sample_rate) for c in clips]
+
+
 def speech_sample(
-    root: str | os.PathLike | None = None, n_clips: int = 4, sample_rate: int = 16000, gap_s: float = 0.1
+    root: str | os.PathLike | None = None,
+    n_clips: int = 4,
+    sample_rate: int = 16000,
+    gap_s: float = 0.1,
+    language: str = "fr",
 ) -> tuple[torch.Tensor, int]:
     """A few seconds of real speech from one speaker: ``(waveform (num_samples,) float32, sample_rate)``.
 
-    Steps: 1. fetch ``klettres-data``; 2. pick a language folder (``fr`` if present, else the first with clips);
-    3. load the first ``n_clips`` clips of ``alpha/*.ogg`` in natural order, resampled to ``sample_rate``;
-    4. trim leading and trailing silence; 5. join them with ``gap_s`` seconds of silence.
+    The first ``n_clips`` clips of ``klettres-data``'s ``language`` voice (:func:`load_clips`), joined with
+    ``gap_s`` seconds of silence.
     """
-    # 1. fetch
-    base = fetch_debian_package("klettres-data", root) / "usr" / "share" / "klettres"
-    # 2. language
-    langs = sorted(d.name for d in base.iterdir() if d.is_dir() and any((d / "alpha").glob("*.ogg")))
-    if not langs:
-        raise RuntimeError(f"no <lang>/alpha/*.ogg clips under {base}; the klettres-data layout has changed")
-    lang = "fr" if "fr" in langs else langs[0]
-
-    # 3. clips in natural order (a-2 before a-10)
-    def natural(p: Path) -> list:
-        return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", p.stem)]
-
-    clips = sorted((base / lang / "alpha").glob("*.ogg"), key=natural)[:n_clips]
-    # 4-5. trim and join
     gap = torch.zeros(int(round(gap_s * sample_rate)))
     pieces: list[torch.Tensor] = []
-    for i, clip in enumerate(clips):
+    for i, clip in enumerate(load_clips(language, n_clips, root, sample_rate)):
         if i:
             pieces.append(gap)
-        pieces.append(_trim_silence(load_audio(clip, sample_rate=sample_rate), sample_rate))
-    logger.debug("speech sample from %d %s clips", len(clips), lang)
+        pieces.append(clip)
     return torch.cat(pieces).to(torch.float32), sample_rate

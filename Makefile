@@ -1,0 +1,46 @@
+# svlib + its companion book. `make book` builds the book, `make test` runs the tests; both set up .venv first.
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.svlib-installed
+MATHJAX_VERSION := 3.2.2
+MATHJAX_DIR := _static/mathjax
+MATHJAX_STAMP := $(MATHJAX_DIR)/.vendored-$(MATHJAX_VERSION)
+
+.PHONY: setup mathjax book test bench clean
+
+# setup: create .venv if missing and install svlib with the book and test extras (again when pyproject.toml changes)
+setup: $(STAMP)
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -e ".[book,test]"
+	touch $@
+
+# mathjax: vendor MathJax 3 (its es5/ build) from the npm registry into _static/mathjax so equations render offline
+mathjax: $(MATHJAX_STAMP)
+$(MATHJAX_STAMP):
+	tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	npm pack --silent --pack-destination "$$tmp" mathjax@$(MATHJAX_VERSION) >/dev/null; \
+	tar -xzf "$$tmp"/mathjax-$(MATHJAX_VERSION).tgz -C "$$tmp"; \
+	rm -rf $(MATHJAX_DIR); mkdir -p $(MATHJAX_DIR); \
+	cp -r "$$tmp"/package/es5/. "$$tmp"/package/LICENSE $(MATHJAX_DIR)/
+	touch $@
+
+# book: execute every chapter (demo profile) and build the HTML into _build/html; any warning or cell error fails
+book: setup mathjax
+	rm -rf _build/html
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going --all
+
+# test: unit tests in tests/ plus nbval of book/*.ipynb (pytest options live in pyproject.toml)
+test: setup
+	$(VENV)/bin/pytest
+
+# bench: print benchmark JSON (for now: the Tables 2/3 structure columns)
+bench: setup
+	$(VENV)/bin/svlib params --json
+
+# clean: remove build outputs and the vendored MathJax (keeps .venv)
+clean:
+	rm -rf _build .pytest_cache $(MATHJAX_DIR)

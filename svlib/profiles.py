@@ -1,0 +1,44 @@
+"""Profiles: the named sets of settings (``configs/<profile>/profile.yaml``) every chapter and command takes.
+
+``demo`` runs on a CPU in minutes (tiny encoder, offline corpus); ``paper`` uses the real w2v-BERT 2.0 checkpoint and
+the paper's hyper-parameters. Nothing in svlib special-cases a profile: a profile is only a config. Values of the form
+``${VAR}`` are read from the environment when the profile is loaded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import yaml
+
+CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+_VAR = re.compile(r"^\$\{(\w+)\}$")
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.parent.name for p in CONFIG_ROOT.glob("*/profile.yaml"))
+
+
+def load_profile(name: str, **overrides) -> dict:
+    """The settings of profile ``name`` with ``overrides`` applied (``None`` values are ignored).
+
+    Raises:
+        ValueError: unknown profile, or a ``${VAR}`` setting whose variable is unset and not overridden.
+    """
+    path = CONFIG_ROOT / name / "profile.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown profile {name!r}: expected one of {available_profiles()} (files {CONFIG_ROOT}/*/profile.yaml)")
+    settings = yaml.safe_load(path.read_text())
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in settings.items():
+        m = _VAR.match(value) if isinstance(value, str) else None
+        if m:
+            if m.group(1) not in os.environ:
+                raise ValueError(
+                    f"profile {name!r} needs {key!r}: set the environment variable {m.group(1)} or pass {key} "
+                    f"explicitly (e.g. papermill -p {key} PATH)"
+                )
+            settings[key] = os.environ[m.group(1)]
+    return settings

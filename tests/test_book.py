@@ -1,0 +1,113 @@
+"""The book's structure: the chapters listed in _toc.yml follow the conventions of DESIGN.md, and _config.yml
+keeps the build strict (only toc files, execution errors fail the build)."""
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_yaml(name):
+    return yaml.safe_load((ROOT / name).read_text(encoding="utf8"))
+
+
+def _toc_files(node):
+    """Every ``file:`` entry of a jb-book toc, in order."""
+    if isinstance(node, dict):
+        if "file" in node:
+            yield node["file"]
+        for key in ("parts", "chapters", "sections"):
+            for child in node.get(key, []):
+                yield from _toc_files(child)
+
+
+TOC = _load_yaml("_toc.yml")
+CHAPTERS = list(_toc_files(TOC))
+
+
+def _resolve(entry):
+    """A toc entry names a file with or without its suffix (Jupyter Book tries .ipynb, then .md)."""
+    path = ROOT / entry
+    if path.suffix in (".ipynb", ".md"):
+        return path
+    return next((p for p in (path.with_suffix(".ipynb"), path.with_suffix(".md")) if p.exists()), path.with_suffix(".ipynb"))
+
+
+def _source(cell):
+    src = cell.get("source", "")
+    return "".join(src) if isinstance(src, list) else src
+
+
+def _assignments(source):
+    """(name, value node) for every top-level ``name = value`` / ``name: T = value`` of a cell."""
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign):
+            yield from ((t.id, node.value) for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            yield node.target.id, node.value
+
+
+def _notebook(entry):
+    path = _resolve(entry)
+    assert path.suffix == ".ipynb" and path.is_file(), f"{entry}: chapter notebook {path.relative_to(ROOT)} is missing"
+    return json.loads(path.read_text(encoding="utf8"))
+
+
+def test_toc_is_a_book_rooted_at_the_intro():
+    assert TOC["format"] == "jb-book"
+    assert TOC["root"] == "book/intro"
+    assert _resolve(TOC["root"]).is_file()
+    assert CHAPTERS, "the toc lists no chapters"
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_exists_and_is_a_notebook(entry):
+    _notebook(entry)
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_starts_with_parameters_cell(entry):
+    code = [c for c in _notebook(entry)["cells"] if c["cell_type"] == "code"]
+    assert code, f"{entry}: no code cells"
+    first = code[0]
+    assert "parameters" in first.get("metadata", {}).get("tags", []), f"{entry}: first code cell not tagged 'parameters'"
+    assigned = {name for name, _ in _assignments(_source(first))}
+    assert "profile" in assigned, f"{entry}: the parameters cell does not set `profile`"
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_defaults_to_demo_profile(entry):
+    """The book is built with the defaults on a CPU, so the default profile must be `demo`."""
+    first = next(c for c in _notebook(entry)["cells"] if c["cell_type"] == "code")
+    values = [ast.literal_eval(value) for name, value in _assignments(_source(first)) if name == "profile"]
+    assert values and values[-1] == "demo", f"{entry}: default profile is {values[-1:]!r}, not 'demo'"
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_ends_with_assert_cell(entry):
+    last = _notebook(entry)["cells"][-1]
+    assert last["cell_type"] == "code", f"{entry}: the last cell is not a code cell"
+    assert re.search(r"^\s*assert\b", _source(last), re.MULTILINE), f"{entry}: the last cell has no assert"
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_is_committed_with_outputs_stripped(entry):
+    for i, cell in enumerate(_notebook(entry)["cells"]):
+        if cell["cell_type"] == "code":
+            assert cell.get("outputs") == [], f"{entry}: cell {i} has outputs"
+            assert cell.get("execution_count") is None, f"{entry}: cell {i} has an execution count"
+
+
+def test_config_keeps_the_build_strict():
+    config = _load_yaml("_config.yml")
+    assert config["only_build_toc_files"] is True
+    assert config["execute"]["execute_notebooks"] == "force"
+    assert config["execute"]["allow_errors"] is False
+    sphinx = config["sphinx"]["config"]
+    assert sphinx["nb_execution_raise_on_error"] is True
+    assert "://" not in sphinx["mathjax_path"], "MathJax must be the vendored local copy"
