@@ -37,9 +37,10 @@ book: setup mathjax
 test: setup
 	$(VENV)/bin/pytest
 
-# bench: print benchmark JSON (for now: the Tables 2/3 structure columns)
+# bench: print benchmark JSON (see bench/README.md)
 bench: setup
 	$(VENV)/bin/svlib params --json
+	$(VENV)/bin/svlib bench features --json
 
 # clean: remove build outputs and the vendored MathJax (keeps .venv)
 clean:

@@ -39,6 +39,15 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from svlib import bench
+
+    if args.benchmark == "features":
+        result = bench.bench_features(batch=args.batch, seconds=args.seconds, repeats=args.repeats)
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svlib", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
@@ -49,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="w2v-bert-2.0", help="named config (w2v-bert-2.0, tiny) or checkpoint dir")
     p.add_argument("--seconds", type=float, default=1.0, help="audio length the MACs are counted for (default 1)")
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("bench", help="benchmarks (timings measured in one process)")
+    p.add_argument("benchmark", choices=["features"], help="features: svlib's fbank vs transformers' extractor")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--batch", type=int, default=8, help="utterances per batch (default 8)")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance (default 4)")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs; the median is reported (default 7)")
+    p.set_defaults(func=_cmd_bench)
     return parser
 
 
