@@ -48,6 +48,27 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_overrides(items: list[str]) -> dict:
+    """``key=value`` pairs (values parsed as YAML: numbers, booleans, null, lists) for config overrides."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form key=value (e.g. schedule.lr=1e-3)")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from svlib.train import train
+
+    out = train(args.config, resume=args.resume, overrides=_parse_overrides(args.override))
+    print(f"trained model written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svlib", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
@@ -58,6 +79,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default="w2v-bert-2.0", help="named config (w2v-bert-2.0, tiny) or checkpoint dir")
     p.add_argument("--seconds", type=float, default=1.0, help="audio length the MACs are counted for (default 1)")
     p.set_defaults(func=_cmd_params)
+
+    from svlib.data.cli import add_data_parser
+
+    add_data_parser(sub)
+
+    p = sub.add_parser("train", help="run one training stage from its YAML config (works under torchrun)")
+    p.add_argument("--config", required=True, help="stage YAML, e.g. configs/demo/s1_freeze.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of exp_dir")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. -o epochs=2 -o schedule.lr=1e-3 (repeatable)")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks (timings measured in one process)")
     p.add_argument("benchmark", choices=["features"], help="features: svlib's fbank vs transformers' extractor")
@@ -74,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
         print(f"svlib {args.command}: error: {e}", file=sys.stderr)
         return 2
 

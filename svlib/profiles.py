@@ -32,13 +32,26 @@ def load_profile(name: str, **overrides) -> dict:
         raise ValueError(f"unknown profile {name!r}: expected one of {available_profiles()} (files {CONFIG_ROOT}/*/profile.yaml)")
     settings = yaml.safe_load(path.read_text())
     settings.update({k: v for k, v in overrides.items() if v is not None})
+    return expand_env(settings, f"profile {name!r}")
+
+
+def expand_env(settings: dict, source: str) -> dict:
+    """Replace every value ``${VAR}`` (also in nested dicts) by the environment variable ``VAR``.
+
+    Raises:
+        ValueError: naming ``source``, the key and the variable, when the variable is unset.
+    """
+    out = {}
     for key, value in settings.items():
+        if isinstance(value, dict):
+            value = expand_env(value, source)
         m = _VAR.match(value) if isinstance(value, str) else None
         if m:
             if m.group(1) not in os.environ:
                 raise ValueError(
-                    f"profile {name!r} needs {key!r}: set the environment variable {m.group(1)} or pass {key} "
-                    f"explicitly (e.g. papermill -p {key} PATH)"
+                    f"{source} needs {key!r}: set the environment variable {m.group(1)} or pass {key} "
+                    f"explicitly (e.g. papermill -p {key} PATH, or a config override)"
                 )
-            settings[key] = os.environ[m.group(1)]
-    return settings
+            value = os.environ[m.group(1)]
+        out[key] = value
+    return out

@@ -8,6 +8,7 @@ clips into one 16 kHz speech waveform.
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
@@ -21,7 +22,15 @@ from svlib.audio import load_audio
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["default_data_root", "fetch_debian_package", "klettres_clips", "load_clips", "speech_sample"]
+__all__ = [
+    "copyright_stanza",
+    "debian_package_version",
+    "default_data_root",
+    "fetch_debian_package",
+    "klettres_clips",
+    "load_clips",
+    "speech_sample",
+]
 
 _MARKER = ".svlib-extracted"
 _LISTS_MISSING = ("Unable to locate package", "has no installation candidate", "Can't select candidate version")
@@ -156,3 +165,57 @@ def speech_sample(
             pieces.append(gap)
         pieces.append(clip)
     return torch.cat(pieces).to(torch.float32), sample_rate
+
+
+def debian_package_version(package_dir: str | os.PathLike) -> str:
+    """The Debian version of an unpacked package (``fetch_debian_package``'s folder), e.g. ``"4:22.12.3-1"``.
+
+    Read from the first line of ``usr/share/doc/<name>/changelog.Debian.gz`` (``name (version) dist; ...``); if
+    that file is missing, from the ``.deb`` file name recorded in the extraction marker.
+
+    Raises:
+        ValueError: neither source gives a version (the message names the files looked at).
+    """
+    package_dir = Path(package_dir)
+    changelog = package_dir / "usr" / "share" / "doc" / package_dir.name / "changelog.Debian.gz"
+    if changelog.is_file():
+        with gzip.open(changelog, "rt", encoding="utf-8", errors="replace") as f:
+            match = re.match(r"\S+ \(([^)]+)\)", f.readline())
+        if match:
+            return match.group(1)
+    marker = package_dir / _MARKER
+    if marker.is_file():  # e.g. klettres-data_4%3a22.12.3-1_all.deb
+        parts = marker.read_text().strip().split("_")
+        if len(parts) >= 3:
+            return parts[1].replace("%3a", ":")
+    raise ValueError(f"{package_dir}: no version in {changelog} or {marker} (expected an unpacked Debian package)")
+
+
+def copyright_stanza(package_dir: str | os.PathLike, files: str = "*") -> dict[str, str] | None:
+    """The ``Files: <files>`` paragraph of a package's machine-readable (DEP-5) ``copyright`` file.
+
+    Returns the paragraph's fields (``Files``, ``Copyright``, ``License`` (first line only), ``Comment``) as
+    strings, or ``None`` when the copyright file is not in DEP-5 format or has no paragraph whose ``Files`` field
+    lists the pattern ``files`` (e.g. ``"*"`` or ``"fr-*"``).
+    """
+    package_dir = Path(package_dir)
+    path = package_dir / "usr" / "share" / "doc" / package_dir.name / "copyright"
+    if not path.is_file():
+        return None
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if not text.startswith("Format:"):
+        return None
+    for paragraph in re.split(r"\n\s*\n", text):
+        fields: dict[str, str] = {}
+        key = None
+        for line in paragraph.splitlines():
+            if line[:1] in (" ", "\t") and key is not None:
+                fields[key] += "\n" + line.strip()
+            elif ":" in line:
+                key, value = line.split(":", 1)
+                fields[key] = value.strip()
+        if files in fields.get("Files", "").split():
+            if "License" in fields:
+                fields["License"] = fields["License"].splitlines()[0].strip()
+            return fields
+    return None

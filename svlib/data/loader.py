@@ -1,0 +1,104 @@
+"""The training data of one stage: data directory → dataset → per-batch crop lengths → DataLoader.
+
+Glue between :class:`svlib.train.StageConfig` and :mod:`svlib.data.dataset` / :mod:`svlib.augment`; the
+settings are the stage's (crop range, speed perturbation, augmentation sources, batch size, seed).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from svlib.augment import Augmenter, NoiseBank, demo_noise_bank, load_rirs, simulate_rirs
+from svlib.data.dataset import SPEED_FACTORS, CropLengthBatchSampler, SpeakerTrainDataset, collate
+from svlib.data.debian import default_data_root
+from svlib.data.lists import read_data_dir
+
+logger = logging.getLogger(__name__)
+
+DEMO_RIRS_PER_ROOM = 20
+"""simulated small and medium rooms for the demo profile (the recipe's "simulated small and medium rooms")."""
+
+
+@dataclass
+class TrainData:
+    """An iterable over ``(wavs (B, N), labels (B,))`` batches plus what the trainer needs to know about them."""
+
+    loader: torch.utils.data.DataLoader
+    batch_sampler: CropLengthBatchSampler
+    classes: list[str]
+    """class names in label order: the speakers, then ``<spk>@sp0.9`` and ``<spk>@sp1.1`` with speed perturbation."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __iter__(self):
+        return iter(self.loader)
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+def class_names(speakers: list[str], speed_perturb: bool) -> list[str]:
+    """Label order of :func:`svlib.data.dataset.speed_perturbed_label`: class ``i + k·S`` is speaker ``i`` at factor k."""
+    if not speed_perturb:
+        return list(speakers)
+    return [s if f == 1.0 else f"{s}@sp{f:g}" for f in SPEED_FACTORS for s in speakers]
+
+
+def build_augmenter(augment: dict | None, dataset: SpeakerTrainDataset, seed: int) -> Augmenter | None:
+    """``None``; ``{musan: DIR, rirs: DIR}`` (real MUSAN + RIRS_NOISES); or ``{demo: true}`` (Debian music,
+    coloured noise, babble from training speakers, simulated rooms)."""
+    if not augment:
+        return None
+    if augment.get("demo"):
+        root = Path(augment.get("root") or default_data_root())
+        babble = [dataset.load(i) for i in range(0, len(dataset), max(1, len(dataset) // 64))]
+        bank = demo_noise_bank(root, babble_sources=babble, seed=seed)
+        cache = root / "demo_noise" / "rirs"
+        rirs = simulate_rirs(DEMO_RIRS_PER_ROOM, "small", seed=seed, cache_dir=cache)
+        rirs += simulate_rirs(DEMO_RIRS_PER_ROOM, "medium", seed=seed + 1, cache_dir=cache)
+    elif {"musan", "rirs"} <= set(augment):
+        bank = NoiseBank.from_musan(augment["musan"])
+        rirs = load_rirs(augment["rirs"])
+    else:
+        raise ValueError(f"augment must be null, {{demo: true}} or {{musan: DIR, rirs: DIR}}, got {augment!r}")
+    return Augmenter(bank, rirs, seed=seed)
+
+
+def build_train_loader(config, rank: int = 0, world_size: int = 1) -> TrainData:
+    """The DataLoader of a :class:`svlib.train.StageConfig` for this rank."""
+    data_dir = read_data_dir(config.train_dir)
+    dataset = SpeakerTrainDataset(
+        data_dir.wav_scp,
+        data_dir.utt2spk,
+        speed_perturb=config.speed_perturb,
+        seed=config.seed,
+        cache_size=getattr(config, "cache_size", 0),
+    )
+    dataset.augmenter = build_augmenter(config.augment, dataset, config.seed)
+    sampler = CropLengthBatchSampler(
+        len(dataset),
+        config.batch_size,
+        min_frames=config.min_frames,
+        max_frames=config.max_frames,
+        seed=config.seed,
+        rank=rank,
+        world_size=world_size,
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=config.num_workers,
+        persistent_workers=config.num_workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        # each new iterator draws a worker base seed: from its own generator, never from the global RNG, so that
+        # creating the iterator on resume does not shift the dropout masks of an exactly resumed run
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    return TrainData(loader, sampler, class_names(dataset.speakers, config.speed_perturb))

@@ -1,0 +1,480 @@
+"""One trainer for every speaker-verification stage of the paper (§3.3), runnable under ``torchrun``.
+
+A stage is one YAML file (``configs/paper/s1_freeze.yaml`` …), read into :class:`StageConfig`:
+
+1. **PTM freeze training** — encoder frozen, LoRA + head trained; linear warm-up for 5 epochs to 1e-4, then StepLR
+   ×0.1 every 5 epochs; ArcFace margin 0.2; 2–3 s crops; augmentation and speed perturbation on.
+2. **Joint fine-tuning** — LoRA merged (``merge_lora: true``), everything trained; cosine 1e-5 → 5e-6 over 2 epochs,
+   then 5e-6.
+3. **Large-margin fine-tuning** (LMFT) — margin 0.5, 5–6 s crops, no augmentation, speed-perturbed classes dropped.
+
+The loop: per optimiser step the learning rate and margin follow the schedules (as functions of the fractional
+epoch), the forward runs under bf16 autocast on GPU, gradients are clipped, a non-finite loss stops the run with a
+clear message. Progress shows on rank 0 with tqdm, metrics go to ``metrics.jsonl``. Checkpoints hold one state dict
+(model, classifier, optimiser, step, epoch, RNG states) written atomically every ``checkpoint_every`` steps and at
+each epoch end; ``resume`` continues exactly where the last checkpoint left off: the data order is a function of
+(seed, epoch), so the resumed run sees the same batches and ends with the same weights.
+
+Explained in the book chapter "Training the speaker model".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from svlib.encoder import LoRAConfig
+from svlib.losses import ArcMarginProduct
+from svlib.model import SpeakerModel, load_model
+from svlib.profiles import expand_env
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_NAME = "classifier.pt"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Configuration
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule as a function of the fractional epoch ``e``.
+
+    ``warmup_step`` (stage 1): ``lr·e/warmup_epochs`` during warm-up, then ``lr·gamma^⌊(e − warmup)/step_epochs⌋``.
+    ``cosine`` (stages 2–3): ``final_lr + (lr − final_lr)·½(1 + cos(π·min(e/decay_epochs, 1)))``.
+    ``constant``: ``lr``.
+    """
+
+    type: str = "constant"
+    lr: float = 1e-4
+    warmup_epochs: float = 0.0
+    step_epochs: float = 5.0
+    gamma: float = 0.1
+    final_lr: float = 0.0
+    decay_epochs: float = 1.0
+
+    def __post_init__(self):
+        if self.type not in ("constant", "warmup_step", "cosine"):
+            raise ValueError(f"schedule.type must be constant, warmup_step or cosine, got {self.type!r}")
+        if self.lr <= 0:
+            raise ValueError(f"schedule.lr must be positive, got {self.lr!r}")
+
+    def lr_at(self, epoch: float) -> float:
+        if self.type == "warmup_step":
+            if epoch < self.warmup_epochs:
+                return self.lr * epoch / self.warmup_epochs
+            return self.lr * self.gamma ** math.floor((epoch - self.warmup_epochs) / self.step_epochs)
+        if self.type == "cosine":
+            progress = min(epoch / self.decay_epochs, 1.0)
+            return self.final_lr + (self.lr - self.final_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.lr
+
+
+@dataclass
+class StageConfig:
+    """One training stage. Every field can be set in the stage's YAML file; paths are relative to the YAML."""
+
+    name: str
+    """stage name, e.g. ``s1_freeze`` (used in logs)."""
+    exp_dir: str
+    """where checkpoints, metrics and the final model go."""
+    train_dir: str
+    """Kaldi data directory (wav.scp, utt2spk) of the training set."""
+    encoder: str = "tiny"
+    """named encoder config or local w2v-bert-2.0 checkpoint directory (ignored with ``init_from``)."""
+    head: str = "adapter_mfa"
+    """head type: wavg_ecapa, mfa or adapter_mfa (ignored with ``init_from``)."""
+    lora: dict | None = None
+    """LoRA settings ``{r, alpha}`` to attach before training (stage 1 of LoRA_Adapter_MFA)."""
+    init_from: str | None = None
+    """exp_dir of the previous stage: its final model and classifier start this stage."""
+    merge_lora: bool = False
+    """merge LoRA into the encoder before training (stage 2)."""
+    freeze_encoder: bool = False
+    """freeze the pre-trained encoder weights (stage 1); LoRA stays trainable."""
+    speed_perturb: bool = True
+    """speed perturbation 0.9/1.1 as new speakers (×3 classes)."""
+    augment: dict | None = None
+    """augmentation sources: ``{musan: DIR, rirs: DIR}`` or ``{demo: true}``; ``None`` disables it (LMFT)."""
+    min_frames: int = 200
+    """shortest crop in 10 ms fbank frames (200 = 2 s)."""
+    max_frames: int = 300
+    """longest crop in 10 ms fbank frames; the crop length is drawn once per batch."""
+    batch_size: int = 64
+    """utterances per GPU and step."""
+    epochs: int = 15
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    weight_decay: float = 1e-4
+    scale: float = 32.0
+    """ArcFace scale s."""
+    margin: float = 0.2
+    """ArcFace margin m."""
+    grad_clip: float = 1.0
+    seed: int = 42
+    precision: str = "bf16"
+    """``bf16`` autocast on CUDA (the CPU always runs float32) or ``fp32``."""
+    num_workers: int = 4
+    checkpoint_every: int = 0
+    """also checkpoint every N optimiser steps (0: only at epoch ends)."""
+    keep_checkpoints: int = 2
+    cache_size: int = 0
+    """decoded utterances kept in memory per data worker (useful for the small demo corpus)."""
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        if isinstance(self.schedule, dict):
+            self.schedule = ScheduleConfig(**self.schedule)
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
+        if not 0 < self.min_frames <= self.max_frames:
+            raise ValueError(f"need 0 < min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "StageConfig":
+        """Read a stage YAML; ``overrides`` (``{"schedule.lr": 1e-3, "epochs": 2}``) replace keys."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"stage config {path} not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        for key, value in (overrides or {}).items():  # before expand_env: an override can replace a ${VAR}
+            target = data
+            *parents, leaf = key.split(".")
+            for p in parents:
+                target = target.setdefault(p, {})
+            target[leaf] = value
+        data = expand_env(data, f"stage config {path}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
+        for key in ("exp_dir", "train_dir", "init_from"):  # relative paths are relative to the YAML file
+            if data.get(key) and not os.path.isabs(str(data[key])):
+                data[key] = str((path.parent / str(data[key])).resolve())
+        augment = data.get("augment")
+        if isinstance(augment, dict):
+            data["augment"] = {
+                k: str((path.parent / v).resolve()) if k in ("musan", "rirs") and not os.path.isabs(str(v)) else v
+                for k, v in augment.items()
+            }
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Distributed helpers
+# ----------------------------------------------------------------------------------------------------------------
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistInfo:
+    """Initialise torch.distributed from torchrun's environment (``WORLD_SIZE`` > 1), else a single process."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+
+
+class _ClassifierNet(nn.Module):
+    """Speaker model + ArcFace classifier as one module: what DDP wraps and one training step calls."""
+
+    def __init__(self, model: SpeakerModel, classifier: ArcMarginProduct):
+        super().__init__()
+        self.model = model
+        self.classifier = classifier
+
+    def forward(self, features: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embeddings = self.model(features, attention_mask)  # -> (B, E)
+        return self.classifier(embeddings, labels)  # -> (B, num_classes)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------------
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same directory, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def latest_checkpoint(exp_dir: str | Path) -> Path | None:
+    """The newest ``checkpoints/step-XXXXXXXX.pt`` (zero-padded, so sorting by name finds it)."""
+    ckpts = sorted((Path(exp_dir) / "checkpoints").glob("step-*.pt"))
+    return ckpts[-1] if ckpts else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The trainer
+# ----------------------------------------------------------------------------------------------------------------
+class Trainer:
+    """Builds the model, data and optimiser of a :class:`StageConfig` and runs it (see the module docstring).
+
+    Args:
+        config: the stage.
+        dist_info: rank, world size and device (default: :func:`init_distributed`).
+    """
+
+    def __init__(self, config: StageConfig, dist_info: DistInfo | None = None):
+        self.config = config
+        self.dist = dist_info or init_distributed()
+        self.exp_dir = Path(config.exp_dir)
+        if self.dist.device.type == "cpu":
+            # one compute thread per free core: oversubscribed OpenMP threads (ranks × threads + data workers > cores)
+            # wait on each other at every op, which made CPU steps ~10x slower here
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            torch.set_num_threads(max(1, cores // self.dist.world_size - config.num_workers))
+        self._seed_everything(config.seed + self.dist.rank)
+        self.data = self._build_data()
+        self.model, self.classifier = self._build_model()
+        params = [p for p in [*self.model.parameters(), *self.classifier.parameters()] if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.schedule.lr_at(0.0), weight_decay=config.weight_decay)
+        self.step = 0
+        self.net = self._wrap_ddp(_ClassifierNet(self.model, self.classifier))
+
+    # -- construction ---------------------------------------------------------------------------------------------
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+
+    def _build_data(self):
+        from svlib.data.loader import build_train_loader
+
+        return build_train_loader(self.config, rank=self.dist.rank, world_size=self.dist.world_size)
+
+    def _build_model(self) -> tuple[SpeakerModel, ArcMarginProduct]:
+        c = self.config
+        num_classes = self.data.num_classes
+        if c.init_from:
+            model = load_model(Path(c.init_from) / "model")
+            classifier = ArcMarginProduct(model.head.output_size, num_classes, scale=c.scale, margin=c.margin)
+            source = Path(c.init_from) / "model" / CLASSIFIER_NAME
+            previous = torch.load(source, map_location="cpu", weights_only=True)
+            _load_classifier_rows(classifier, previous["weight"], previous["classes"], self.data.classes, source)
+            model.train()
+        else:
+            model = SpeakerModel.build(c.encoder, head=c.head)
+            classifier = ArcMarginProduct(model.head.output_size, num_classes, scale=c.scale, margin=c.margin)
+        if c.merge_lora and model.encoder.lora is not None:
+            model.encoder.merge_lora()
+        if c.lora is not None and model.encoder.lora is None:
+            model.encoder.add_lora(LoRAConfig(**c.lora))
+        model.encoder.freeze(c.freeze_encoder)
+        if c.gradient_checkpointing:
+            model.encoder.gradient_checkpointing(True)
+        model.to(self.dist.device)
+        classifier.to(self.dist.device)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("%s: %d trainable model parameters, %d classes", c.name, n_train, num_classes)
+        return model, classifier
+
+    def _wrap_ddp(self, net: nn.Module) -> nn.Module:
+        """DDP over model + classifier together, so the classifier's gradients are all-reduced too."""
+        if self.dist.world_size == 1:
+            return net
+        device_ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=False)
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "classifier": self.classifier.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "rng": _rng_state(),
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        expected = {"model", "classifier", "optimizer", "step", "rng", "config"}
+        if set(state) != expected:
+            raise ValueError(f"checkpoint keys {sorted(state)} differ from the expected {sorted(expected)}")
+        self.model.load_state_dict(state["model"])
+        self.classifier.load_state_dict(state["classifier"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        _set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        if not self.dist.is_main:
+            return
+        save_atomic(self.state_dict(), self.exp_dir / "checkpoints" / f"step-{self.step:08d}.pt")
+        for old in sorted((self.exp_dir / "checkpoints").glob("step-*.pt"))[: -self.config.keep_checkpoints]:
+            old.unlink()
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of ``exp_dir`` if there is one; return whether one was loaded."""
+        ckpt = latest_checkpoint(self.exp_dir)
+        if ckpt is None:
+            logger.info("no checkpoint in %s: starting from scratch", self.exp_dir)
+            return False
+        self.load_state_dict(torch.load(ckpt, map_location=self.dist.device, weights_only=False))
+        logger.info("resumed from %s (step %d)", ckpt, self.step)
+        return True
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def fit(self) -> Path:
+        """Train all epochs (continuing from ``self.step``) and write the final model to ``exp_dir/model``."""
+        c = self.config
+        steps_per_epoch = self.data.batch_sampler.num_batches()
+        total = steps_per_epoch * c.epochs
+        if self.dist.is_main:
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            (self.exp_dir / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+        autocast = self.dist.device.type == "cuda" and c.precision == "bf16"
+        bar = tqdm(total=total, initial=self.step, desc=c.name, disable=not self.dist.is_main, dynamic_ncols=True)
+        self.net.train()
+        while self.step < total:
+            epoch, skip = divmod(self.step, steps_per_epoch)
+            # resuming mid-epoch: the order is a function of (seed, epoch), so skipping the done batches is exact
+            self.data.batch_sampler.set_epoch(epoch, skip_batches=skip)
+            for i, (wavs, labels) in enumerate(self.data, start=skip):
+                metrics = self._train_step(wavs, labels, epoch + i / steps_per_epoch, autocast)
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")
+                self._log({"step": self.step, "epoch": epoch + (i + 1) / steps_per_epoch, **metrics})
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+        bar.close()
+        return self.save_model()
+
+    def _train_step(self, wavs: torch.Tensor, labels: torch.Tensor, epoch: float, autocast: bool) -> dict:
+        c = self.config
+        lr = c.schedule.lr_at(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        wavs, labels = wavs.to(self.dist.device), labels.to(self.dist.device)
+        with torch.no_grad():
+            features, attention_mask = self.model.frontend(wavs)
+        with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=autocast):
+            logits = self.net(features, attention_mask, labels)  # ArcFace logits, computed in float32
+        loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{c.name}: non-finite loss {loss.item()} at step {self.step + 1} (epoch {epoch:.3f}); "
+                f"lower schedule.lr (now {lr:g}) or check the data (NaN audio?) and resume from the last checkpoint"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip) if c.grad_clip > 0 else torch.tensor(0.0)
+        self.optimizer.step()
+        accuracy = (logits.argmax(dim=1) == labels).float().mean()
+        return {
+            "loss": loss.item(),
+            "accuracy": accuracy.item(),
+            "lr": lr,
+            "margin": self.classifier.margin,
+            "grad_norm": float(grad_norm),
+        }
+
+    def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.exp_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+    def save_model(self) -> Path:
+        """Write the trained speaker model and classifier to ``exp_dir/model`` (rank 0)."""
+        out = self.exp_dir / "model"
+        if self.dist.is_main:
+            self.model.save(out)
+            state = {"weight": self.classifier.weight.detach().cpu(), "classes": self.data.classes}
+            save_atomic(state, out / CLASSIFIER_NAME)
+        if dist.is_initialized():
+            dist.barrier()
+        return out
+
+
+def _load_classifier_rows(
+    classifier: ArcMarginProduct, weight: torch.Tensor, old: list[str], new: list[str], source: Path
+) -> None:
+    """Start this stage's classifier from the previous stage's, row by class name.
+
+    LMFT drops the speed-perturbed classes (``<spk>@sp0.9``, ``<spk>@sp1.1``) and may train on a subset of the
+    speakers (VoxCeleb2 without VoxBlink2): each remaining class keeps its trained row. A class the previous stage
+    did not have is an error naming it.
+    """
+    index = {name: i for i, name in enumerate(old)}
+    missing = [name for name in new if name not in index]
+    if missing or weight.shape[1] != classifier.weight.shape[1]:
+        raise ValueError(
+            f"the classifier of {source} (shape {tuple(weight.shape)}) lacks {len(missing)} of this stage's "
+            f"classes (first: {missing[:5]}) or has another embedding size than {classifier.weight.shape[1]}"
+        )
+    with torch.no_grad():
+        classifier.weight.copy_(weight[[index[name] for name in new]])
+
+
+def train(config_path: str | Path, resume: bool = False, overrides: dict | None = None) -> Path:
+    """Run one stage from its YAML file (the body of ``svlib train``); returns the final model directory."""
+    config = StageConfig.from_yaml(config_path, overrides)
+    trainer = Trainer(config)
+    if resume:
+        trainer.resume()
+    elif latest_checkpoint(config.exp_dir) is not None:
+        raise FileExistsError(
+            f"{config.exp_dir} already holds checkpoints: pass --resume to continue, or choose another exp_dir"
+        )
+    return trainer.fit()
