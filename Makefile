@@ -41,6 +41,7 @@ test: setup
 bench: setup
 	$(VENV)/bin/svlib params --json
 	$(VENV)/bin/svlib bench features --json
+	$(VENV)/bin/svlib bench extract --json
 
 # clean: remove build outputs and the vendored MathJax (keeps .venv)
 clean:

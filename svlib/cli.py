@@ -44,6 +44,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     if args.benchmark == "features":
         result = bench.bench_features(batch=args.batch, seconds=args.seconds, repeats=args.repeats)
+    elif args.benchmark == "extract":
+        from svlib.scoring.bench import bench_extract
+
+        result = bench_extract(seconds=(4, 10), repeats=args.repeats)
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -81,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_params)
 
     from svlib.data.cli import add_data_parser
+    from svlib.scoring.cli import add_scoring_parsers
 
     add_data_parser(sub)
+    add_scoring_parsers(sub)
 
     p = sub.add_parser("train", help="run one training stage from its YAML config (works under torchrun)")
     p.add_argument("--config", required=True, help="stage YAML, e.g. configs/demo/s1_freeze.yaml")
@@ -92,7 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks (timings measured in one process)")
-    p.add_argument("benchmark", choices=["features"], help="features: svlib's fbank vs transformers' extractor")
+    p.add_argument("benchmark", choices=["features", "extract"],
+                   help="features: svlib's fbank vs transformers' extractor; extract: full-size embedding extraction "
+                   "vs a bare Wav2Vec2BertModel forward (CPU, 4 s and 10 s)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--batch", type=int, default=8, help="utterances per batch (default 8)")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance (default 4)")
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
+    except (ValueError, KeyError, FileNotFoundError, FileExistsError, FloatingPointError) as e:
         print(f"svlib {args.command}: error: {e}", file=sys.stderr)
         return 2
 

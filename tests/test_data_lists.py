@@ -18,6 +18,7 @@ from svlib.data.lists import (
     read_cnceleb_trials,
     read_data_dir,
     read_enroll_map,
+    read_key_value,
     read_trials,
     utt_id_from_path,
     write_data_dir,
@@ -186,6 +187,34 @@ def test_read_trials_error_names_file_and_line(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ValueError, match="no trials"):
         read_trials(tmp_path / "empty.txt")
+
+
+def test_kaldi_trials_skip_blank_and_comment_lines_and_keep_one_format(tmp_path):
+    (tmp_path / "kaldi").write_text("a b target\nc d nontarget\n\n# comment\ne f target\n")
+    assert read_trials(tmp_path / "kaldi").trials == [Trial("a", "b", True), Trial("c", "d", False),
+                                                      Trial("e", "f", True)]
+    # The format comes from the first line: a CN-Celeb-style '1|0' label in a Kaldi list is an error.
+    (tmp_path / "mixed").write_text("a b target\nc d nontarget\n\n# comment\ne f 1\n")
+    with pytest.raises(ValueError, match=r"mixed:5: label '1' is not one of"):
+        read_trials(tmp_path / "mixed")
+
+
+def test_enroll_map_several_ids(tmp_path):
+    (tmp_path / "enroll.map").write_text("spk1 u1 u2\nspk2 u3\n")
+    assert read_enroll_map(tmp_path / "enroll.map") == {"spk1": ["u1", "u2"], "spk2": ["u3"]}
+
+
+def test_read_key_value(tmp_path):
+    (tmp_path / "wav.scp").write_text("u1 /a b/c.wav\n# comment\n\nu2 /d.wav\n")
+    assert read_key_value(tmp_path / "wav.scp") == {"u1": "/a b/c.wav", "u2": "/d.wav"}
+    (tmp_path / "dup.scp").write_text("u1 /a.wav\nu1 /b.wav\n")
+    with pytest.raises(DataDirError, match=r"dup.scp:2: key 'u1' appears twice in wav.scp"):
+        read_key_value(tmp_path / "dup.scp", "wav.scp")
+    (tmp_path / "short").write_text("u1\n")
+    with pytest.raises(ValueError, match=r"short:1: expected '<key> <value>' in key/value map"):
+        read_key_value(tmp_path / "short")
+    with pytest.raises(FileNotFoundError, match="utt2spk not found"):
+        read_key_value(tmp_path / "nope", "utt2spk")
 
 
 def test_missing_utterances_error_lists_names_and_count():

@@ -54,6 +54,7 @@ __all__ = [
     "read_cnceleb_trials",
     "read_data_dir",
     "read_enroll_map",
+    "read_key_value",
     "read_trials",
     "utt_id_from_path",
     "write_data_dir",
@@ -318,6 +319,19 @@ def _read_pairs(path: Path, what: str) -> dict[str, str]:
             raise DataDirError(f"{path}:{lineno}: key {key!r} appears twice in {what}")
         out[key] = value
     return out
+
+
+def read_key_value(path: str | os.PathLike, what: str = "key/value map") -> dict[str, str]:
+    """Read one ``<key> <value>`` table (``wav.scp``, ``utt2spk``, ``utt2dur``) as ``{key: value}``, file order.
+
+    The value is the rest of the line (a path may contain spaces); blank and ``#`` lines are skipped. ``what``
+    names the table in error messages. Unlike :func:`read_data_dir`, nothing else is checked.
+
+    Raises:
+        FileNotFoundError: no such file. DataDirError: a line without a value or a repeated key (the message names
+        the file and line).
+    """
+    return _read_pairs(Path(path), what)
 
 
 def read_data_dir(path: str | os.PathLike) -> DataDir:

@@ -2,26 +2,18 @@
 
 Layouts read (``<root>`` is what the user passes; the first matching candidate folder is used):
 
-=============  ===========================================================  ==========================================
-corpus         audio files                                                  utterance id
-=============  ===========================================================  ==========================================
-VoxCeleb1      ``<root>/wav/<spk>/<video>/<nnnnn>.wav`` (or ``<root>/<spk>``  ``id10270/x6uYqmx31kE/00001``
-               ``/...``); dev and test may be two roots
-VoxCeleb2-dev  ``<root>/dev/aac/<spk>/<video>/<nnnnn>.m4a`` or the converted  ``id00012/21Uxsk56VDQ/00001``
-               ``<root>/dev/wav/...`` (also ``<root>/aac``, ``<root>/wav``,
-               ``<root>``)
-VoxBlink2      ``<root>/<spk>/<video>/<clip>.wav`` (also ``<root>/wav/...``,  ``<spk>/<video>/<clip>``
-               ``<root>/audio/...``) — *assumed* layout: one folder per
-               speaker, one per video, as after unpacking the release's audio
-               archives; other layouts: pass the folder that holds the
-               speaker folders
-CN-Celeb1      ``<root>/data/<spk>/<genre>-<session>-<nnn>.flac`` (or .wav);  ``id00000/singing-01-001``;
-               train speakers from ``<root>/dev/dev.lst`` (else every         test: ``test/id00800-singing-01-001``
-               speaker not enrolled in the evaluation); evaluation:
-               ``<root>/eval/test/*.flac``, ``eval/lists/trials.lst``,
-               ``eval/lists/enroll.map``
-CN-Celeb2      ``<root>/data/<spk>/*.flac`` (or .wav)                       ``id10001/interview-01-001``
-=============  ===========================================================  ==========================================
+* **VoxCeleb1** — ``<root>/wav/<spk>/<video>/<nnnnn>.wav`` (or ``<root>/<spk>/...``); dev and test may be two
+  roots. Utterance id ``id10270/x6uYqmx31kE/00001``.
+* **VoxCeleb2-dev** — ``<root>/dev/aac/<spk>/<video>/<nnnnn>.m4a`` or the converted ``<root>/dev/wav/...`` (also
+  ``<root>/aac``, ``<root>/wav``, ``<root>``). Utterance id ``id00012/21Uxsk56VDQ/00001``.
+* **VoxBlink2** — ``<root>/<spk>/<video>/<clip>.wav`` (also ``<root>/wav/...``, ``<root>/audio/...``), an *assumed*
+  layout: one folder per speaker, one per video, as after unpacking the release's audio archives; for other layouts
+  pass the folder that holds the speaker folders. Utterance id ``<spk>/<video>/<clip>``.
+* **CN-Celeb1** — ``<root>/data/<spk>/<genre>-<session>-<nnn>.flac`` (or .wav); train speakers from
+  ``<root>/dev/dev.lst`` (else every speaker not enrolled in the evaluation); evaluation ``<root>/eval/test/*.flac``,
+  ``eval/lists/trials.lst``, ``eval/lists/enroll.map``. Utterance ids ``id00000/singing-01-001``; test
+  ``test/id00800-singing-01-001``.
+* **CN-Celeb2** — ``<root>/data/<spk>/*.flac`` (or .wav). Utterance id ``id10001/interview-01-001``.
 
 The speaker label is the first component of the id. Trial lists (Vox1-O/E/H in VGG format, CN-Celeb's) are read by
 :mod:`svlib.data.lists`; :func:`prepare_dataset` writes everything under one output folder and checks that every

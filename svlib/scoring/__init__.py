@@ -1,0 +1,56 @@
+"""Scoring and evaluation (paper §3.3, Table 1): embedding extraction, cosine scoring, AS-norm, QMF calibration,
+EER / minDCF / DET, and loading the authors' released checkpoints.
+
+Typical use::
+
+    trials = read_trials("veri_test2.txt")                     # TrialList of Trial(enroll, test, target)
+    labels = trials.labels()                                   # (n_trials,) bool
+    emb = extract_embeddings(model, read_key_value("wav.scp")) # {utt: (E,)}
+    scores = cosine_scores(emb, trials)                        # (n_trials,)
+    eer, threshold = compute_eer(scores, labels)
+    min_dcf = compute_min_dcf(scores, labels, p_target=0.01)
+
+Explained in the book chapter "Scoring and evaluation".
+"""
+
+from svlib.data.lists import read_enroll_map, read_key_value, read_trials
+from svlib.scoring.authors import AUTHORS_KEY_MAP, load_authors_checkpoint
+from svlib.scoring.extract import Segment, cosine_scores, enroll_embeddings, extract_embeddings
+from svlib.scoring.metrics import compute_eer, compute_min_dcf, det_curve, evaluate_scores
+from svlib.scoring.norm import ASNormResult, Cohort, asnorm_scores, make_cohort
+from svlib.scoring.qmf import (
+    FEATURE_NAMES,
+    QMF,
+    CalibrationSet,
+    calibration_features,
+    make_calibration_trials,
+    quality_features,
+    trial_quality_features,
+)
+
+__all__ = [
+    "AUTHORS_KEY_MAP",
+    "ASNormResult",
+    "CalibrationSet",
+    "Cohort",
+    "FEATURE_NAMES",
+    "QMF",
+    "Segment",
+    "asnorm_scores",
+    "calibration_features",
+    "compute_eer",
+    "compute_min_dcf",
+    "cosine_scores",
+    "det_curve",
+    "enroll_embeddings",
+    "evaluate_scores",
+    "extract_embeddings",
+    "load_authors_checkpoint",
+    "make_calibration_trials",
+    "make_cohort",
+    "quality_features",
+    "read_enroll_map",
+    "read_key_value",
+    "read_trials",
+    "trial_quality_features",
+]
