@@ -38,10 +38,12 @@ import yaml
 from torch import nn
 from tqdm.auto import tqdm
 
+from svlib.data.lists import read_data_dir, read_trials
 from svlib.encoder import LoRAConfig
 from svlib.losses import ArcMarginProduct
 from svlib.model import SpeakerModel, load_model
 from svlib.profiles import expand_env
+from svlib.scoring import cosine_scores, evaluate_scores, extract_embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +137,12 @@ class StageConfig:
     cache_size: int = 0
     """decoded utterances kept in memory per data worker (useful for the small demo corpus)."""
     gradient_checkpointing: bool = False
+    valid_dir: str | None = None
+    """Kaldi data directory of validation utterances (e.g. the demo test split); ``None``: no validation."""
+    valid_trials: str | None = None
+    """trial list over ``valid_dir``'s utterances: the periodic validation EER / minDCF (cosine scoring)."""
+    valid_every: int = 1
+    """validate every N epochs (and after the last)."""
 
     def __post_init__(self):
         if isinstance(self.schedule, dict):
@@ -143,7 +151,9 @@ class StageConfig:
             raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
         if not 0 < self.min_frames <= self.max_frames:
             raise ValueError(f"need 0 < min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
-        for name in ("batch_size", "epochs"):
+        if (self.valid_dir is None) != (self.valid_trials is None):
+            raise ValueError("valid_dir and valid_trials go together: set both or neither")
+        for name in ("batch_size", "epochs", "valid_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
 
@@ -165,7 +175,7 @@ class StageConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
-        for key in ("exp_dir", "train_dir", "init_from"):  # relative paths are relative to the YAML file
+        for key in ("exp_dir", "train_dir", "init_from", "valid_dir", "valid_trials"):  # relative to the YAML file
             if data.get(key) and not os.path.isabs(str(data[key])):
                 data[key] = str((path.parent / str(data[key])).resolve())
         augment = data.get("augment")
@@ -395,6 +405,8 @@ class Trainer:
                 self._log({"step": self.step, "epoch": epoch + (i + 1) / steps_per_epoch, **metrics})
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
+            if (epoch + 1) % c.valid_every == 0 or self.step == total:
+                self.validate(epoch + 1)
             self.save_checkpoint()
         bar.close()
         return self.save_model()
@@ -429,6 +441,29 @@ class Trainer:
             "grad_norm": float(grad_norm),
         }
 
+    def validate(self, epoch: int) -> dict | None:
+        """Cosine-scoring EER and minDCF of the validation trials (rank 0), logged as ``valid_*`` metrics.
+
+        Runs without randomness (eval mode), so it does not change what an exactly resumed run computes.
+        """
+        c = self.config
+        if c.valid_dir is None or not self.dist.is_main:
+            self._barrier()
+            return None
+        data, trials = read_data_dir(c.valid_dir), read_trials(c.valid_trials)
+        trials.check(set(data.wav_scp))
+        embeddings = extract_embeddings(self.model, data.wav_scp, device=self.dist.device, progress=False)
+        result = evaluate_scores(cosine_scores(embeddings, trials), trials.labels())
+        record = {"step": self.step, "epoch": epoch, **{f"valid_{k}": v for k, v in result.items()}}
+        self._log(record)
+        logger.info("%s epoch %d: validation EER %.2f %%", c.name, epoch, result["eer_percent"])
+        self._barrier()
+        return record
+
+    def _barrier(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
             return
@@ -442,8 +477,7 @@ class Trainer:
             self.model.save(out)
             state = {"weight": self.classifier.weight.detach().cpu(), "classes": self.data.classes}
             save_atomic(state, out / CLASSIFIER_NAME)
-        if dist.is_initialized():
-            dist.barrier()
+        self._barrier()
         return out
 
 

@@ -181,3 +181,16 @@ def test_torchrun_ddp_on_cpu(tmp_path, corpus):
     steps = [yaml.safe_load(line)["step"] for line in (exp / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4], "16 utterances / (2 ranks × batch 2) = 4 steps, logged once by rank 0"
     assert load_model(exp / "model").head.output_size == 256
+
+
+def test_periodic_validation_eer_is_logged(tmp_path, corpus):
+    trials = tmp_path / "trials"
+    trials.write_text("spk0-utt0 spk0-utt1 target\nspk0-utt0 spk1-utt0 nontarget\n"
+                      "spk2-utt2 spk2-utt3 target\nspk2-utt2 spk3-utt1 nontarget\n")
+    out = train(stage_yaml(tmp_path, "valid", epochs=2, valid_dir=str(corpus), valid_trials=str(trials)))
+    records = [yaml.safe_load(line) for line in (Path(out).parent / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if "valid_eer_percent" in r]
+    assert [r["epoch"] for r in valid] == [1, 2]
+    assert all(0.0 <= r["valid_eer_percent"] <= 100.0 and r["valid_n_trials"] == 4 for r in valid)
+    with pytest.raises(ValueError, match="valid_dir and valid_trials go together"):
+        StageConfig.from_yaml(stage_yaml(tmp_path, "half", valid_dir=str(corpus)))
