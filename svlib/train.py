@@ -39,6 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from svlib.data.lists import read_data_dir, read_trials
+from svlib.data.loader import TrainData, build_train_loader
 from svlib.encoder import LoRAConfig
 from svlib.losses import ArcMarginProduct
 from svlib.model import SpeakerModel, load_model
@@ -305,9 +306,7 @@ class Trainer:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-    def _build_data(self):
-        from svlib.data.loader import build_train_loader
-
+    def _build_data(self) -> TrainData:
         return build_train_loader(self.config, rank=self.dist.rank, world_size=self.dist.world_size)
 
     def _build_model(self) -> tuple[SpeakerModel, ArcMarginProduct]:
