@@ -148,3 +148,107 @@ def plot_curve(xs, ys, xlabel: str, ylabel: str, title: str = "", label: str | N
     if label:
         ax.legend()
     return fig
+
+
+def plot_spectrogram_grid(spectrograms: dict, title: str = "", frame_shift_s: float = 0.01, ncols: int = 2):
+    """Log-mel spectrograms side by side, one panel per entry, on a common colour scale and time axis in seconds.
+
+    Args:
+        spectrograms: panel title -> log-mel energies ``(F, M)`` (frames, mel bins), e.g. ``fbank(wav[None])[0][0]``.
+        frame_shift_s: seconds per frame (10 ms fbank hop).
+        ncols: panels per row.
+    """
+    images = {name: _np(s) for name, s in spectrograms.items()}
+    values = np.concatenate([img.ravel() for img in images.values()])
+    # colour range from the frames above the log floor (digital silence sits at log(1.19e-7) = -15.9 and would
+    # wash out the colours of everything else)
+    vmin, vmax = np.percentile(values[values > -15.0] if (values > -15.0).any() else values, [2, 99.8])
+    nrows = -(-len(images) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(5.2 * ncols, 9.0), 2.5 * nrows + 0.6), sharex=True,
+                             sharey=True, squeeze=False, constrained_layout=True)
+    for ax, (name, img) in zip(axes.flat, images.items()):
+        im = ax.imshow(img.T, origin="lower", aspect="auto", vmin=vmin, vmax=vmax, cmap="magma",
+                       extent=[0, img.shape[0] * frame_shift_s, 0, img.shape[1]])
+        ax.set_title(name, fontsize=10)
+    for ax in axes.flat[len(images):]:
+        ax.axis("off")
+    axes[0, 0].set_xlim(0, max(img.shape[0] for img in images.values()) * frame_shift_s)  # shared: the longest
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("mel bin")
+    fig.colorbar(im, ax=axes, shrink=0.8, pad=0.01, label="log mel energy")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+_SPLIT_COLOURS = {"train": "C0", "test": "C1"}
+
+
+def plot_corpus_overview(durations: dict, speakers, title: str = ""):
+    """Utterance durations per split (histogram, s), utterances per speaker (histogram) and minutes of audio per
+    speaker (bars coloured by split).
+
+    Args:
+        durations: split name -> utterance durations in seconds.
+        speakers: a table (pandas ``DataFrame`` or list of dicts) with columns ``speaker``, ``split``,
+            ``utterances`` and ``minutes``.
+    """
+    from matplotlib.patches import Patch
+
+    rows = speakers.to_dict("records") if hasattr(speakers, "to_dict") else list(speakers)
+    rows = sorted(rows, key=lambda r: (r["split"] != "test", r["minutes"]))
+    colours = [_SPLIT_COLOURS.get(s, "C2") for s in durations]
+    fig = plt.figure(figsize=(12, 0.17 * len(rows) + 2.2), constrained_layout=True)
+    grid = fig.add_gridspec(2, 2, width_ratios=[1, 1.1])
+    ax = fig.add_subplot(grid[0, 0])
+    all_d = np.concatenate([_np(d) for d in durations.values()])
+    bins = np.linspace(np.floor(all_d.min()), np.ceil(all_d.max()), 30)
+    for (split, d), colour in zip(durations.items(), colours):
+        ax.hist(_np(d), bins=bins, alpha=0.7, color=colour, label=f"{split} ({len(d)} utterances)")
+    ax.set_xlabel("utterance duration (s)")
+    ax.set_ylabel("utterances")
+    ax.set_title("utterance durations per split")
+    ax.legend()
+    ax = fig.add_subplot(grid[1, 0])
+    counts = {split: [r["utterances"] for r in rows if r["split"] == split] for split in durations}
+    top = max(max(c) for c in counts.values() if c)
+    for (split, c), colour in zip(counts.items(), colours):
+        ax.hist(c, bins=np.arange(0.5, top + 1.5), alpha=0.7, color=colour, label=f"{split} ({len(c)} speakers)")
+    ax.set_xlabel("utterances per speaker")
+    ax.set_ylabel("speakers")
+    ax.set_title("utterances per speaker")
+    ax.legend()
+    bar = fig.add_subplot(grid[:, 1])
+    y = np.arange(len(rows))
+    bar.barh(y, [r["minutes"] for r in rows], color=[_SPLIT_COLOURS.get(r["split"], "C2") for r in rows])
+    bar.set_yticks(y, [r["speaker"] for r in rows], fontsize=7)
+    bar.set_ylim(-0.6, len(rows) - 0.4)
+    bar.set_xlabel("audio per speaker (min)")
+    bar.set_title("minutes per speaker")
+    bar.legend(handles=[Patch(color=c, label=split) for split, c in _SPLIT_COLOURS.items()], loc="lower right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_crop_lengths(crops: dict, ranges: dict | None = None, title: str = ""):
+    """Crop length of every batch of one epoch (s) against the batch index, one series per setting.
+
+    Args:
+        crops: series label -> crop length in seconds of each batch.
+        ranges: series label -> ``(shortest, longest)`` allowed crop in seconds, drawn as a shaded band.
+    """
+    fig, ax = plt.subplots(figsize=(9, 3.8), constrained_layout=True)
+    for i, (label, seconds) in enumerate(crops.items()):
+        seconds = _np(seconds)
+        if ranges and label in ranges:
+            ax.axhspan(*ranges[label], color=f"C{i}", alpha=0.12, lw=0)
+        ax.plot(np.arange(len(seconds)), seconds, ".", ms=2.5, color=f"C{i}", label=f"{label} ({len(seconds)} batches)")
+    ax.set_xlabel("batch index within the epoch")
+    ax.set_ylabel("crop length (s)")
+    ax.legend(loc="center right", markerscale=4)
+    if title:
+        ax.set_title(title)
+    return fig
