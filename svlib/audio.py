@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from svlib.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -96,16 +96,7 @@ def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, sub
     if wav.dim() not in (1, 2):
         raise ValueError(f"save_audio expects (num_samples,) or (channels, num_samples), got shape {tuple(wav.shape)}")
     data = wav.numpy() if wav.dim() == 1 else wav.T.contiguous().numpy()  # soundfile wants (frames, channels)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        fmt = path.suffix.lstrip(".").upper() or None
-        sf.write(tmp, data, int(sample_rate), subtype=subtype, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    fmt = path.suffix.lstrip(".").upper() or None
+    atomic_write(path, lambda tmp: sf.write(tmp, data, int(sample_rate), subtype=subtype, format=fmt), path.suffix)
     logger.debug("wrote %s (%d samples at %d Hz)", path, data.shape[0], sample_rate)
     return path

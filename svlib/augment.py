@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 
 from svlib.audio import load_audio, resample, save_audio
 from svlib.data.dataset import crop_or_loop
+from svlib.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -447,16 +447,7 @@ def simulate_rirs(
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Write an ``.npz`` atomically (temporary file in the same folder, then :func:`os.replace`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")
     logger.info("cached %s", path)
 
 

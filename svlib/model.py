@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from svlib.audio import load_audio
 from svlib.encoder import LoRAConfig, W2VBertEncoder
 from svlib.features import FeatureExtractor
 from svlib.heads import HeadConfig, build_head
+from svlib.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -167,26 +166,15 @@ class SpeakerModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
+        atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(state, tmp, metadata={"format": "pt"}))
         text = json.dumps(self.config.to_dict(), indent=2, sort_keys=True)
-        _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
+        atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(text))
         logger.info("saved speaker model to %s", directory)
         return directory
 
 
 def _is_embedding(x, model: SpeakerModel) -> bool:
     return isinstance(x, torch.Tensor) and x.dim() == 1 and x.shape[0] == model.head.output_size
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> SpeakerModel:

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import random
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -45,6 +44,7 @@ from svlib.losses import ArcMarginProduct
 from svlib.model import SpeakerModel, load_model
 from svlib.profiles import expand_env
 from svlib.scoring import cosine_scores, evaluate_scores, extract_embeddings
+from svlib.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -254,15 +254,7 @@ def _set_rng_state(state: dict) -> None:
 
 def save_atomic(obj, path: Path) -> None:
     """``torch.save`` to a temporary file in the same directory, then rename: a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def latest_checkpoint(exp_dir: str | Path) -> Path | None:

@@ -30,12 +30,12 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from svlib.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -118,20 +118,14 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> Path:
 
     Readers never see a half-written list; the parent folder is created if needed. Returns ``path``.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
             for line in lines:
                 f.write(line)
                 f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+
+    return atomic_write(path, write)
 
 
 def _read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
