@@ -74,3 +74,47 @@ def test_score_errors(corpus):
     with pytest.raises(ValueError, match="--model"):
         run(["score", "--trials", str(corpus / "trials"), "--wav-scp", str(corpus / "wav.scp")])
 
+
+
+def test_evaluate_model_matches_the_command_line(corpus, capsys):
+    """The library's one-call protocol gives the CLI's numbers, and its cosine EER matches an independent count."""
+    from svlib.data.lists import read_trials
+    from svlib.model import load_model
+    from svlib.scoring.evaluate import evaluate_model
+    from svlib.scoring.extract import extract_embeddings
+
+    model = load_model(corpus / "model")  # the corpus folder is a Kaldi data directory (wav.scp, utt2spk)
+    result = evaluate_model(model, corpus, corpus / "trials", cohort_dir=corpus, top_n=2, calibration_trials=8,
+                            progress=False)
+    assert set(result.metrics) == {"cosine", "asnorm", "asnorm+qmf"} and result.cohort_speakers == 3
+    argv = ["score", "--model", str(corpus / "model"), "--wav-scp", str(corpus / "wav.scp"), "--trials",
+            str(corpus / "trials"), "--asnorm", "--cohort-wav-scp", str(corpus / "wav.scp"), "--cohort-utt2spk",
+            str(corpus / "utt2spk"), "--top-n", "2", "--qmf", "--calibration-trials", "8", "--no-progress", "--json"]
+    capsys.readouterr()
+    assert run(argv) == 0
+    payload = json.loads(capsys.readouterr().out)
+    for name, metrics in result.metrics.items():
+        assert metrics["eer_percent"] == pytest.approx(payload["results"][name]["eer_percent"], abs=1e-6), name
+    # independent cosine scores: normalised dot products of the extracted embeddings
+    emb = extract_embeddings(model, read_key_value(corpus / "wav.scp"), progress=False)
+    trials = read_trials(corpus / "trials")
+    manual = torch.tensor([
+        torch.nn.functional.cosine_similarity(emb[t.enroll], emb[t.test], dim=0).item() for t in trials
+    ])
+    torch.testing.assert_close(result.scores["cosine"], manual, atol=1e-5, rtol=0)
+
+
+def test_logmel_baseline_is_the_mean_of_the_fbank_frames(corpus):
+    from svlib.audio import load_audio
+    from svlib.features import fbank
+    from svlib.scoring.baseline import logmel_embeddings
+
+    scp = read_key_value(corpus / "wav.scp")
+    emb = logmel_embeddings(scp, stats="mean+std")
+    feats, _ = fbank(load_audio(scp["spk1-utt1"]).unsqueeze(0))
+    assert emb["spk1-utt1"].shape == (160,)
+    torch.testing.assert_close(emb["spk1-utt1"][:80], feats[0].mean(0), atol=1e-4, rtol=0)
+    torch.testing.assert_close(emb["spk1-utt1"][80:], feats[0].std(0), atol=1e-4, rtol=0)
+    assert logmel_embeddings(scp)["spk0-utt0"].shape == (80,)
+    with pytest.raises(ValueError, match="stats"):
+        logmel_embeddings(scp, stats="median")

@@ -10,11 +10,13 @@ Typical use::
     eer, threshold = compute_eer(scores, labels)
     min_dcf = compute_min_dcf(scores, labels, p_target=0.01)
 
-Explained in the book chapter "Scoring and evaluation".
+Explained in the book chapter "Scoring and calibration".
 """
 
 from svlib.data.lists import read_enroll_map, read_key_value, read_trials
 from svlib.scoring.authors import AUTHORS_KEY_MAP, load_authors_checkpoint
+from svlib.scoring.baseline import logmel_embeddings
+from svlib.scoring.evaluate import Evaluation, evaluate_model, fit_qmf, score_trials
 from svlib.scoring.extract import Segment, cosine_scores, enroll_embeddings, extract_embeddings
 from svlib.scoring.metrics import compute_eer, compute_min_dcf, det_curve, evaluate_scores
 from svlib.scoring.norm import ASNormResult, Cohort, asnorm_scores, make_cohort
@@ -32,6 +34,7 @@ __all__ = [
     "AUTHORS_KEY_MAP",
     "ASNormResult",
     "CalibrationSet",
+    "Evaluation",
     "Cohort",
     "FEATURE_NAMES",
     "QMF",
@@ -43,8 +46,11 @@ __all__ = [
     "cosine_scores",
     "det_curve",
     "enroll_embeddings",
+    "evaluate_model",
     "evaluate_scores",
     "extract_embeddings",
+    "fit_qmf",
+    "logmel_embeddings",
     "load_authors_checkpoint",
     "make_calibration_trials",
     "make_cohort",
@@ -52,5 +58,6 @@ __all__ = [
     "read_enroll_map",
     "read_key_value",
     "read_trials",
+    "score_trials",
     "trial_quality_features",
 ]

@@ -59,19 +59,6 @@ def _embeddings(model_getter, wav_scp: str | None, emb_file: str | None, what: s
     return _extract(model_getter(), read_key_value(wav_scp, "wav.scp"), args)
 
 
-def _durations(wav_scp: str | None, keys, max_seconds: float) -> dict[str, float]:
-    from svlib.data.lists import read_key_value
-    from svlib.scoring.extract import probe_duration
-
-    if not wav_scp:
-        raise ValueError("QMF needs utterance durations: give --wav-scp (and --cohort-wav-scp) with the audio paths")
-    utt2path = read_key_value(wav_scp, "wav.scp")
-    missing = sorted(set(keys) - set(utt2path))
-    if missing:
-        raise ValueError(f"{wav_scp}: no path for {len(missing)} utterances, e.g. {missing[:5]}")
-    return {k: min(probe_duration(utt2path[k]), max_seconds) for k in keys}
-
-
 def _add_extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float, default=60.0, help="crop each utterance to its first N s (default 60)")
     p.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per batch (default 120)")
@@ -107,16 +94,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 def _score(args: argparse.Namespace) -> dict:
     from svlib.data.lists import read_key_value, read_trials
-    from svlib.scoring.extract import cosine_scores, enroll_embeddings
-    from svlib.scoring.metrics import evaluate_scores
-    from svlib.scoring.norm import asnorm_scores, make_cohort
-    from svlib.scoring.qmf import (
-        QMF,
-        calibration_features,
-        embedding_magnitudes,
-        make_calibration_trials,
-        trial_quality_features,
-    )
+    from svlib.scoring.evaluate import fit_qmf, score_trials, utterance_durations
+    from svlib.scoring.qmf import QMF
 
     if args.qmf and not args.asnorm:
         raise ValueError("--qmf uses the AS-norm cohort statistics: add --asnorm and its cohort options")
@@ -131,59 +110,42 @@ def _score(args: argparse.Namespace) -> dict:
             model = _load_speaker_model(args)
         return model
 
-    # A TrialList of Trial(enroll, test, target); the scoring functions take it as it is. Paths in the list become
-    # utterance ids (extension dropped), as do the utterances of the enrollment map.
+    # A TrialList of Trial(enroll, test, target); paths in the list become utterance ids (extension dropped),
+    # as do the utterances of the enrollment map.
     trials = read_trials(args.trials, enroll_map=args.enroll_map)
-    enroll_map = trials.enroll_map
-    labels = trials.labels()
     emb = _embeddings(get_model, args.wav_scp, args.embeddings, "evaluation set", args)
-    utt_emb = dict(emb)
-    if enroll_map is not None:
-        emb = {**emb, **enroll_embeddings(emb, enroll_map)}
-    payload = {
-        "model": args.model,
-        "trials": args.trials,
-        "max_seconds": args.max_seconds,
-        "results": {"cosine": evaluate_scores(cosine_scores(emb, trials), labels)},
-    }
+    payload = {"model": args.model, "trials": args.trials, "max_seconds": args.max_seconds}
     if not args.asnorm:
-        return payload
+        return {**payload, **score_trials(emb, trials).to_dict()}
 
     if not args.cohort_utt2spk:
         raise ValueError("--asnorm needs --cohort-utt2spk (training-set speakers) and cohort embeddings")
     utt2spk = read_key_value(args.cohort_utt2spk, "utt2spk")
     cohort_emb = _embeddings(get_model, args.cohort_wav_scp, args.cohort_embeddings, "cohort", args)
-    cohort = make_cohort(cohort_emb, utt2spk)
-    result = asnorm_scores(emb, trials, cohort, top_n=args.top_n)
-    payload["top_n"] = args.top_n
-    payload["cohort_speakers"] = len(cohort.speakers)
-    payload["results"]["asnorm"] = evaluate_scores(result.scores, labels)
-    if not args.qmf:
-        return payload
-
-    # QMF: durations and magnitudes of the evaluation side (enrollments: summed durations, mean magnitudes).
-    durations = _durations(args.wav_scp, utt_emb, args.max_seconds)
-    magnitudes = embedding_magnitudes(utt_emb)
-    if enroll_map is not None:
-        for spk, utts in enroll_map.items():
-            durations[spk] = sum(durations[u] for u in utts)
-            magnitudes[spk] = sum(magnitudes[u] for u in utts) / len(utts)
-    if args.qmf_model:
-        qmf = QMF.load(args.qmf_model)
-    else:
-        cohort_durations = _durations(args.cohort_wav_scp, utt2spk, args.max_seconds)
-        cal = make_calibration_trials(utt2spk, cohort_durations, args.calibration_trials, seed=args.calibration_seed)
-        crops = {k: s for k, s in cal.sources(read_key_value(args.cohort_wav_scp, "wav.scp")).items() if k not in cohort_emb}
-        cal_emb = {**{k: cohort_emb[k] for k in cal.segments if k in cohort_emb}, **_extract(get_model(), crops, args)}
-        qmf = QMF().fit(*calibration_features(cal, cal_emb, cohort, top_n=args.top_n))
-        if args.qmf_out:
-            qmf.save(args.qmf_out)
-    features = trial_quality_features(
-        trials, result.scores, result.enroll_mean, result.test_mean, magnitudes, durations
+    qmf = durations = None
+    if args.qmf:
+        if not args.wav_scp or not args.cohort_wav_scp:
+            raise ValueError("QMF needs utterance durations: give --wav-scp and --cohort-wav-scp with the audio paths")
+        durations = utterance_durations(read_key_value(args.wav_scp, "wav.scp"), emb, args.max_seconds)
+        if args.qmf_model:
+            qmf = QMF.load(args.qmf_model)
+        else:
+            qmf = fit_qmf(
+                lambda sources: _extract(get_model(), sources, args),
+                cohort_emb,
+                utt2spk,
+                read_key_value(args.cohort_wav_scp, "wav.scp"),
+                n_trials=args.calibration_trials,
+                top_n=args.top_n,
+                seed=args.calibration_seed,
+                max_seconds=args.max_seconds,
+            )
+            if args.qmf_out:
+                qmf.save(args.qmf_out)
+    result = score_trials(
+        emb, trials, cohort_emb=cohort_emb, cohort_utt2spk=utt2spk, top_n=args.top_n, qmf=qmf, durations=durations
     )
-    payload["results"]["asnorm+qmf"] = evaluate_scores(qmf.predict(features), labels)
-    payload["qmf"] = qmf.to_dict()
-    return payload
+    return {**payload, "top_n": args.top_n, **result.to_dict()}
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
