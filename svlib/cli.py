@@ -68,7 +68,7 @@ def _parse_overrides(items: list[str]) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from svlib.train import train
 
-    out = train(args.config, resume=args.resume, overrides=_parse_overrides(args.override))
+    out = train(args.config, resume=args.resume, overrides=_parse_overrides(args.override), reuse=args.reuse)
     print(f"trained model written to {out}")
     return 0
 
@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="run one training stage from its YAML config (works under torchrun)")
     p.add_argument("--config", required=True, help="stage YAML, e.g. configs/demo/s1_freeze.yaml")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of exp_dir")
+    p.add_argument("--reuse", action="store_true",
+                   help="skip training when exp_dir holds a model trained from the same config, data and upstream stage")
     p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. -o epochs=2 -o schedule.lr=1e-3 (repeatable)")
     p.set_defaults(func=_cmd_train)

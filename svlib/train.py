@@ -20,11 +20,13 @@ Explained in the book chapter "Training the speaker model".
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -492,9 +494,60 @@ def _load_classifier_rows(
         classifier.weight.copy_(weight[[index[name] for name in new]])
 
 
-def train(config_path: str | Path, resume: bool = False, overrides: dict | None = None) -> Path:
-    """Run one stage from its YAML file (the body of ``svlib train``); returns the final model directory."""
+DONE_NAME = "done.json"
+"""Written to ``exp_dir`` after the final model: the stage's fingerprint (see :func:`stage_fingerprint`)."""
+
+
+def stage_fingerprint(config: StageConfig) -> str:
+    """SHA-256 of what a stage's result depends on: its configuration, its training list (``wav.scp`` and
+    ``utt2spk`` contents) and the fingerprint of the stage it starts from (``init_from``)."""
+    h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
+    for name in ("wav.scp", "utt2spk"):
+        path = Path(config.train_dir) / name
+        h.update(path.read_bytes() if path.is_file() else b"")
+    if config.init_from:
+        done = Path(config.init_from) / DONE_NAME
+        h.update(done.read_bytes() if done.is_file() else b"no fingerprint")
+    return h.hexdigest()
+
+
+def finished_model(config: StageConfig) -> Path | None:
+    """``exp_dir/model`` if it was trained from exactly this configuration (same fingerprint), else ``None``."""
+    done = Path(config.exp_dir) / DONE_NAME
+    model = Path(config.exp_dir) / "model"
+    if not (done.is_file() and model.is_dir()):
+        return None
+    try:
+        recorded = json.loads(done.read_text()).get("fingerprint")
+    except json.JSONDecodeError:
+        return None
+    return model if recorded == stage_fingerprint(config) else None
+
+
+def train(config_path: str | Path, resume: bool = False, overrides: dict | None = None, reuse: bool = False) -> Path:
+    """Run one stage from its YAML file (the body of ``svlib train``); returns the final model directory.
+
+    Args:
+        config_path: the stage YAML.
+        resume: continue from the latest checkpoint in ``exp_dir``.
+        overrides: ``{"key.sub": value}`` replacing YAML keys.
+        reuse: return ``exp_dir/model`` without training when it was trained from the same configuration, data
+            and upstream stage (:func:`finished_model`); otherwise train, replacing this stage's earlier outputs
+            (checkpoints, model, metrics) in ``exp_dir``. The book chapters share trained models this way.
+    """
     config = StageConfig.from_yaml(config_path, overrides)
+    exp_dir = Path(config.exp_dir)
+    if reuse:
+        model = finished_model(config)
+        if model is not None:
+            logger.info("%s: reusing %s (same configuration, data and upstream stage)", config.name, model)
+            return model
+        stale = [exp_dir / n for n in ("checkpoints", "model", "metrics.jsonl", DONE_NAME) if (exp_dir / n).exists()]
+        if stale and init_distributed_rank() == 0:
+            logger.info("%s: replacing outputs of another configuration in %s", config.name, exp_dir)
+            for path in stale:
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        resume = False
     trainer = Trainer(config)
     if resume:
         trainer.resume()
@@ -502,4 +555,13 @@ def train(config_path: str | Path, resume: bool = False, overrides: dict | None 
         raise FileExistsError(
             f"{config.exp_dir} already holds checkpoints: pass --resume to continue, or choose another exp_dir"
         )
-    return trainer.fit()
+    out = trainer.fit()
+    if trainer.dist.is_main:
+        payload = {"fingerprint": stage_fingerprint(config), "stage": config.name, "steps": trainer.step}
+        atomic_write(exp_dir / DONE_NAME, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
+    return out
+
+
+def init_distributed_rank() -> int:
+    """This process's rank under torchrun (0 without it), read before the process group exists."""
+    return int(os.environ.get("RANK", "0"))

@@ -194,3 +194,26 @@ def test_periodic_validation_eer_is_logged(tmp_path, corpus):
     assert all(0.0 <= r["valid_eer_percent"] <= 100.0 and r["valid_n_trials"] == 4 for r in valid)
     with pytest.raises(ValueError, match="valid_dir and valid_trials go together"):
         StageConfig.from_yaml(stage_yaml(tmp_path, "half", valid_dir=str(corpus)))
+
+
+def test_reuse_skips_a_finished_stage_and_retrains_a_changed_one(tmp_path, corpus):
+    s1_yaml = stage_yaml(tmp_path, "s1", epochs=1)
+    s1 = train(s1_yaml, reuse=True)
+    done = Path(s1).parent / "done.json"
+    first = done.read_text()
+    metrics_lines = (Path(s1).parent / "metrics.jsonl").read_text().count("\n")
+    s2_yaml = stage_yaml(tmp_path, "s2", init_from=str(Path(s1).parent), epochs=1)
+    s2 = train(s2_yaml, reuse=True)
+    s2_done = (Path(s2).parent / "done.json").read_text()
+
+    # same configuration, data and upstream: nothing is trained again
+    assert train(s1_yaml, reuse=True) == s1 and done.read_text() == first
+    assert (Path(s1).parent / "metrics.jsonl").read_text().count("\n") == metrics_lines
+    assert train(s2_yaml, reuse=True) == s2 and (Path(s2).parent / "done.json").read_text() == s2_done
+
+    # a changed upstream stage invalidates the downstream one; stale outputs are replaced, not appended to
+    train(s1_yaml, reuse=True, overrides={"seed": 7})
+    assert done.read_text() != first
+    assert (Path(s1).parent / "metrics.jsonl").read_text().count("\n") == metrics_lines
+    train(s2_yaml, reuse=True)
+    assert (Path(s2).parent / "done.json").read_text() != s2_done
