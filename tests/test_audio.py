@@ -103,3 +103,17 @@ def test_failed_save_leaves_no_temp_file(tmp_path):
     with pytest.raises(Exception):
         save_audio(tmp_path / "bad.wav", torch.zeros(100), 16000, subtype="NOT_A_SUBTYPE")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    """mkstemp makes 0600 files; what svlib writes must be readable like any file open() creates."""
+    import os
+
+    from svlib.atomic import atomic_write
+
+    mask = os.umask(0o022)
+    try:
+        path = atomic_write(tmp_path / "x.txt", lambda tmp: open(tmp, "w").write("hi"))
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644
