@@ -252,3 +252,91 @@ def plot_crop_lengths(crops: dict, ranges: dict | None = None, title: str = ""):
     if title:
         ax.set_title(title)
     return fig
+
+
+def plot_training_curves(stages: dict, title: str = ""):
+    """Loss, training accuracy, learning rate and validation EER of consecutive stages on one epoch axis.
+
+    Args:
+        stages: ``{stage name: list of metrics.jsonl records}`` in training order (see
+            :func:`svlib.train.read_metrics`); training records carry ``loss``/``accuracy``/``lr``, validation
+            records ``valid_eer_percent``.
+    """
+    fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharex=True, constrained_layout=True)
+    offset = 0.0
+    for i, (name, records) in enumerate(stages.items()):
+        steps = [r for r in records if "loss" in r]
+        valid = [r for r in records if "valid_eer_percent" in r]
+        color = f"C{i}"
+        x = [offset + r["epoch"] for r in steps]
+        for ax, key in zip(axes.flat[:3], ("loss", "accuracy", "lr")):
+            ax.plot(x, [r[key] for r in steps], color=color, lw=1, label=name)
+        axes.flat[3].plot([offset + r["epoch"] for r in valid], [r["valid_eer_percent"] for r in valid], "o-",
+                          color=color, label=name)
+        end = offset + max((r["epoch"] for r in records), default=0.0)
+        for ax in axes.flat:
+            ax.axvline(end, color="0.8", lw=0.8)
+        offset = end
+    for ax, label in zip(axes.flat, ("ArcFace loss", "training accuracy", "learning rate", "validation EER (%)")):
+        ax.set_ylabel(label)
+    axes.flat[2].set_yscale("log")
+    for ax in axes[1]:
+        ax.set_xlabel("epoch (stages one after another)")
+    axes.flat[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_det(curves: dict, title: str = ""):
+    """DET curves (miss vs false-alarm rate on normal-deviate axes) with each curve's EER point.
+
+    Args:
+        curves: ``{label: (scores, labels)}``, labels True for target trials.
+    """
+    from scipy.stats import norm
+
+    from svlib.scoring.metrics import compute_eer, det_curve
+
+    fig, ax = plt.subplots(figsize=(5.5, 5.5), constrained_layout=True)
+    ticks = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6])
+    lo, hi = norm.ppf(0.005), norm.ppf(0.7)
+    for i, (label, (scores, labels)) in enumerate(curves.items()):
+        fa, miss, _ = det_curve(scores, labels)
+        eer, _ = compute_eer(scores, labels)
+        eps = 1e-4
+        ax.plot(norm.ppf(np.clip(fa, eps, 1 - eps)), norm.ppf(np.clip(miss, eps, 1 - eps)), color=f"C{i}",
+                label=f"{label} (EER {100 * eer:.2f} %)")
+        ax.plot(norm.ppf(max(eer, eps)), norm.ppf(max(eer, eps)), "o", color=f"C{i}")
+    ax.plot([lo, hi], [lo, hi], color="0.7", lw=0.8, ls="--")
+    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("false-alarm rate (%)")
+    ax.set_ylabel("miss rate (%)")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.set_title(title or "DET curves")
+    return fig
+
+
+def plot_score_distributions(scores: dict, labels, title: str = ""):
+    """Histograms of target and non-target scores, one panel per scoring method.
+
+    Args:
+        scores: ``{method: (n_trials,) scores}``.
+        labels: ``(n_trials,)`` bool, True for target trials.
+    """
+    labels = _np(labels).astype(bool)
+    fig, axes = plt.subplots(1, len(scores), figsize=(4 * len(scores), 3), constrained_layout=True, squeeze=False)
+    for ax, (name, s) in zip(axes[0], scores.items()):
+        s = _np(s)
+        bins = np.linspace(s.min(), s.max(), 40)
+        ax.hist(s[~labels], bins=bins, alpha=0.6, label="non-target", color="C0")
+        ax.hist(s[labels], bins=bins, alpha=0.6, label="target", color="C1")
+        ax.set_xlabel(f"{name} score")
+        ax.set_ylabel("trials")
+    axes[0, 0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig

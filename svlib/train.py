@@ -20,6 +20,7 @@ Explained in the book chapter "Training the speaker model".
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -560,6 +561,50 @@ def train(config_path: str | Path, resume: bool = False, overrides: dict | None 
         payload = {"fingerprint": stage_fingerprint(config), "stage": config.name, "steps": trainer.step}
         atomic_write(exp_dir / DONE_NAME, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
     return out
+
+
+def describe_stage(path: str | Path) -> dict:
+    """The recipe of a stage YAML as one table row (read as written: ``${VAR}`` paths are not needed).
+
+    Returns:
+        ``{stage, encoder, head, epochs, batch, lr, margin, crop_s, augmentation, speed_perturb}`` as text.
+    """
+    path = Path(path)
+    raw = yaml.safe_load(path.read_text()) or {}
+    base = {f.name: f.default for f in fields(StageConfig) if f.default is not dataclasses.MISSING}
+    c = {**base, **raw}
+    sch = ScheduleConfig(**(c.get("schedule") or {}))
+    if sch.type == "warmup_step":
+        lr = (f"warm-up {sch.warmup_epochs:g} ep to {sch.lr:g}, ×{sch.gamma:g} every {sch.step_epochs:g} ep")
+    elif sch.type == "cosine":
+        lr = f"cosine {sch.lr:g} → {sch.final_lr:g} over {sch.decay_epochs:g} ep"
+    else:
+        lr = f"constant {sch.lr:g}"
+    encoder = "frozen" + (f" + LoRA r={c['lora']['r']}" if c.get("lora") else "") if c["freeze_encoder"] else "trained"
+    if c.get("merge_lora"):
+        encoder = "LoRA merged, trained"
+    augment = c.get("augment")
+    return {
+        "stage": c["name"],
+        "encoder": encoder,
+        "head": c.get("head", "") if not c.get("init_from") else "from previous stage",
+        "epochs": c["epochs"],
+        "batch": c["batch_size"],
+        "lr": lr,
+        "margin": c["margin"],
+        "crop_s": f"{c['min_frames'] / 100:g}–{c['max_frames'] / 100:g}",
+        "augmentation": "off" if not augment else ("demo noise + rooms" if augment.get("demo") else "MUSAN + RIRs"),
+        "speed_perturb": bool(c["speed_perturb"]),
+    }
+
+
+def read_metrics(exp_dir: str | Path) -> list[dict]:
+    """The records of ``exp_dir/metrics.jsonl`` in order: one per optimiser step (``loss``, ``accuracy``, ``lr``,
+    ``margin``, ``grad_norm``) and one per validation (``valid_eer_percent``, ``valid_min_dcf_0.01`` …)."""
+    path = Path(exp_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: train the stage first (svlib train --config ...)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def init_distributed_rank() -> int:

@@ -2,7 +2,7 @@
 
 The authors publish LoRA_Adapter_MFA checkpoints (e.g. ``model_base_0.23.pth`` and ``model_lmft_0.14.pth``,
 Table 1). This module reads one into a :class:`~svlib.model.SpeakerModel` with ``head="adapter_mfa"`` so that it
-can be scored with :mod:`svlib.scoring` and compared with the paper.
+can be scored with :func:`svlib.scoring.evaluate.evaluate_model` and compared with the paper.
 
 Checkpoint layout (read from the authors' ``recipes/DeepASV/local/spk_model.py`` (``Audio2Vec_based_Adapter``),
 ``deeplab/pretrained/audio2vector/api.py`` (``AudioEncoder``) and ``utils/get_embd_w2v.py`` / ``lora_merge.py``):
@@ -32,7 +32,7 @@ filled (except ``masked_spec_embed``, which the authors delete; it is only used 
 which the w2v-BERT 2.0 config disables, and is set to zeros), and shapes must agree. Pruned checkpoints (other
 layer sizes) are not supported by the default encoder config.
 
-Explained in the book chapter "Scoring and evaluation".
+Explained in the book chapter "Scoring and calibration".
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ stays within ``batch_seconds``. The speaker model masks padded frames (attention
 batch gives the same embeddings as one-by-one :meth:`~svlib.model.SpeakerModel.embed` calls, up to float
 round-off. Audio for the next batch is read in a background thread while the model runs.
 
-Explained in the book chapter "Scoring and evaluation".
+Explained in the book chapter "Scoring and calibration".
 """
 
 from __future__ import annotations

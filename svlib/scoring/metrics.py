@@ -15,7 +15,7 @@ Threshold ``u_0`` accepts everything (``P_miss = 0``, ``P_fa = 1``) and ``+inf``
 Inputs are 1-D arrays or tensors of equal length ``(n_trials,)``: ``scores`` (finite floats) and ``labels``
 (``1``/``True`` = target, ``0``/``False`` = non-target; both classes must be present).
 
-Explained in the book chapter "Scoring and evaluation".
+Explained in the book chapter "Scoring and calibration".
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ raw embedding norms vary with recording quality (a QMF feature), and an averaged
 Everything is matrix products and ``topk``, chunked over utterances and trials for memory; statistics are
 computed once per distinct utterance, not per trial. The standard deviation is the unbiased one (``N − 1``).
 
-Explained in the book chapter "Scoring and evaluation".
+Explained in the book chapter "Scoring and calibration".
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ target and non-target pairs of short (2–4 s) crops and long (whole) segments, 
 in evaluation. Features are standardised with the calibration set's mean and std; the loss is the mean logistic
 loss plus a small L2 penalty on the (standardised) weights, minimised with L-BFGS in float64.
 
-Explained in the book chapter "Scoring and evaluation".
+Explained in the book chapter "Scoring and calibration".
 """
 
 from __future__ import annotations
