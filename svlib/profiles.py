@@ -9,12 +9,51 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 _VAR = re.compile(r"^\$\{(\w+)\}$")
+
+
+@dataclass(frozen=True)
+class ProfileData:
+    """The data a profile's chapters train and evaluate on (Kaldi data directories and a trial list)."""
+
+    train_dir: Path
+    """training set; also the AS-norm cohort and the QMF calibration source."""
+    eval_dir: Path
+    """evaluation utterances (the trials' enrollment and test sides)."""
+    trials: Path
+    """the trial list."""
+
+
+def profile_data(name: str, data_root: str | os.PathLike | None = None) -> ProfileData:
+    """Read ``configs/<name>/data.yaml``: either ``demo_corpus: true`` (the offline demo corpus, built on first use
+    under ``data_root``) or the paths ``train_dir``, ``eval_dir`` and ``trials`` (``${VAR}`` read from the
+    environment). Every path is checked to exist, and all missing ones are named in one error.
+    """
+    path = CONFIG_ROOT / name / "data.yaml"
+    if not path.is_file():
+        raise ValueError(f"profile {name!r} has no {path}: it must say where the chapters' data is")
+    settings = yaml.safe_load(path.read_text()) or {}
+    if settings.get("demo_corpus"):
+        from svlib.data.demo import build_demo_corpus  # the demo corpus is this profile's data preparation
+
+        corpus = build_demo_corpus(data_root, progress=False)
+        return ProfileData(Path(corpus.train_dir), Path(corpus.test_dir), Path(corpus.trials))
+    unset = [f"{key} (${{{m.group(1)}}})" for key, value in settings.items()
+             if isinstance(value, str) and (m := _VAR.match(value)) and m.group(1) not in os.environ]
+    if unset:
+        raise ValueError(f"{path}: set the environment variables of {', '.join(unset)}")
+    settings = expand_env(settings, str(path))
+    missing = [f"{key}={settings.get(key)}" for key in ("train_dir", "eval_dir", "trials")
+               if not settings.get(key) or not Path(settings[key]).exists()]
+    if missing:
+        raise FileNotFoundError(f"{path}: these data paths do not exist: {', '.join(missing)}")
+    return ProfileData(Path(settings["train_dir"]), Path(settings["eval_dir"]), Path(settings["trials"]))
 
 
 def available_profiles() -> list[str]:

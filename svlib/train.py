@@ -105,6 +105,8 @@ class StageConfig:
     """named encoder config or local w2v-bert-2.0 checkpoint directory (ignored with ``init_from``)."""
     head: str = "adapter_mfa"
     """head type: wavg_ecapa, mfa or adapter_mfa (ignored with ``init_from``)."""
+    head_options: dict | None = None
+    """:class:`~svlib.heads.HeadConfig` sizes other than the defaults, e.g. ``{ecapa_channels: 128}``."""
     lora: dict | None = None
     """LoRA settings ``{r, alpha}`` to attach before training (stage 1 of LoRA_Adapter_MFA)."""
     init_from: str | None = None
@@ -315,7 +317,7 @@ class Trainer:
             _load_classifier_rows(classifier, previous["weight"], previous["classes"], self.data.classes, source)
             model.train()
         else:
-            model = SpeakerModel.build(c.encoder, head=c.head)
+            model = SpeakerModel.build(c.encoder, head=c.head, **(c.head_options or {}))
             classifier = ArcMarginProduct(model.head.output_size, num_classes, scale=c.scale, margin=c.margin)
         if c.merge_lora and model.encoder.lora is not None:
             model.encoder.merge_lora()

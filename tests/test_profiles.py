@@ -19,3 +19,21 @@ def test_missing_variable_and_unknown_profile_are_clear(monkeypatch):
         load_profile("paper")
     with pytest.raises(ValueError, match="unknown profile 'dmeo'"):
         load_profile("dmeo")
+
+
+def test_profile_data_names_every_unset_variable_and_missing_path(monkeypatch, tmp_path):
+    from svlib.profiles import profile_data
+
+    for var in ("VOX_TRAIN_DIR", "VOX1_DIR", "VOX1_O_TRIALS"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ValueError, match=r"VOX_TRAIN_DIR.*VOX1_DIR.*VOX1_O_TRIALS"):
+        profile_data("paper")
+    monkeypatch.setenv("VOX_TRAIN_DIR", str(tmp_path))
+    monkeypatch.setenv("VOX1_DIR", str(tmp_path / "nope"))
+    monkeypatch.setenv("VOX1_O_TRIALS", str(tmp_path / "trials.txt"))
+    with pytest.raises(FileNotFoundError, match=r"eval_dir=.*nope.*trials="):
+        profile_data("paper")
+    (tmp_path / "nope").mkdir()
+    (tmp_path / "trials.txt").write_text("1 a.wav b.wav\n")
+    data = profile_data("paper")
+    assert data.eval_dir == tmp_path / "nope" and data.trials == tmp_path / "trials.txt"
