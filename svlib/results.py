@@ -1,0 +1,230 @@
+"""The results store: one small JSON file per run, labelled with the profile, config and code that made it.
+
+:func:`record_result` writes ``<results_dir>/<profile>/<kind>/<name>.json`` atomically (a later run with the same
+``kind`` and ``name`` replaces the file). Each record holds the run's metrics and what is needed to trust them:
+
+* ``profile`` — the profile that made the numbers (``demo`` numbers never pass for the paper's);
+* ``config_sha256`` — the SHA-256 of the config: of the file's bytes when a YAML/JSON path is given, else of the
+  dict's canonical JSON (sorted keys, no whitespace);
+* ``git_commit`` and ``git_dirty`` — ``git rev-parse HEAD`` of the svlib checkout and whether it had uncommitted
+  changes (both ``null`` outside a git checkout);
+* ``date`` (UTC, ISO 8601) and ``svlib_version``.
+
+:func:`load_results` reads every record back as one table row (metrics flattened, nested keys joined by ``.``);
+:func:`paper_reference` reads the paper's numbers (``results/paper_reference.csv``, one printed number per row,
+with its source). The ``kind``/``name`` conventions the book's Results chapter relies on are in :mod:`svlib.book`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import subprocess
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from svlib import __version__
+from svlib.atomic import atomic_write
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RECORD_FIELDS", "default_results_dir", "load_results", "paper_reference", "record_result"]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PAPER_REFERENCE = REPO_ROOT / "results" / "paper_reference.csv"
+"""The paper's numbers (Tables 1–3, plus the reproductions listed next to them), one printed number per row."""
+
+RECORD_FIELDS = (
+    "profile", "kind", "name", "date", "svlib_version", "git_commit", "git_dirty", "config_sha256", "config_path",
+)
+"""Metadata columns of :func:`load_results` (metric columns follow them); metric names may not reuse them."""
+
+_SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+@=-]*$")
+_REFERENCE_COLUMNS = (
+    "table", "frontend", "system", "variant", "params", "lmft", "calibration", "train_data", "test_set",
+    "metric", "value", "unit", "source", "record", "note",
+)
+
+
+def default_results_dir() -> Path:
+    """Where runs record their results: ``$SVLIB_RESULTS``, else ``<repo>/_build/results`` (git-ignored)."""
+    env = os.environ.get("SVLIB_RESULTS")
+    return Path(env) if env else REPO_ROOT / "_build" / "results"
+
+
+def record_result(
+    results_dir: str | os.PathLike,
+    *,
+    kind: str,
+    name: str,
+    metrics: Mapping,
+    profile: str,
+    config: Mapping | str | os.PathLike | None = None,
+    extra: Mapping | None = None,
+) -> Path:
+    """Write one run's metrics to ``results_dir/<profile>/<kind>/<name>.json`` (atomically) and return the path.
+
+    Args:
+        results_dir: root of the results store (e.g. :func:`default_results_dir`).
+        kind: what was measured, e.g. ``eval`` or ``complexity`` (conventions: :mod:`svlib.book`).
+        name: which run, unique within ``kind``; letters, digits and ``_ . + @ = -`` (it is a file name).
+        metrics: ``{name: number or str or None}``, possibly nested one level per scoring method, e.g.
+            :attr:`svlib.scoring.evaluate.Evaluation.metrics`. Numpy and torch scalars are converted.
+        profile: the profile that made the numbers.
+        config: the run's config: a path (its bytes are hashed) or a dict (its canonical JSON is hashed and
+            stored in the record).
+        extra: anything else worth keeping with the record (JSON-ready), stored under ``extra``.
+
+    Raises:
+        ValueError: a malformed ``kind``/``name``/``profile``, a metric named like a metadata field, or a
+            non-finite or non-numeric metric value.
+        FileNotFoundError: ``config`` names a missing file.
+    """
+    for label, value in (("kind", kind), ("name", name), ("profile", profile)):
+        if not isinstance(value, str) or not _SAFE.match(value):
+            raise ValueError(f"record_result: {label}={value!r} must be a non-empty file name of letters, digits "
+                             "and '_ . + @ = -' (no '/' or spaces)")
+    clean = _clean_metrics(metrics, "metrics")
+    clashes = sorted(set(_flatten(clean)) & set(RECORD_FIELDS))
+    if clashes:
+        raise ValueError(f"record_result: metric names {clashes} clash with metadata fields {list(RECORD_FIELDS)}")
+    config_sha256, config_path, config_dict = _hash_config(config)
+    commit, dirty = _git_state()
+    record = {
+        "profile": profile,
+        "kind": kind,
+        "name": name,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "svlib_version": __version__,
+        "git_commit": commit,
+        "git_dirty": dirty,
+        "config_sha256": config_sha256,
+        "config_path": config_path,
+        "metrics": clean,
+    }
+    if config_dict is not None:
+        record["config"] = config_dict
+    if extra is not None:
+        record["extra"] = json.loads(json.dumps(extra, default=str))
+    path = Path(results_dir) / profile / kind / f"{name}.json"
+    text = json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf8"), suffix=".json")
+    logger.info("recorded %s/%s (%s profile) in %s", kind, name, profile, path)
+    return path
+
+
+def load_results(results_dir: str | os.PathLike) -> pd.DataFrame:
+    """Every record under ``results_dir`` as one row: the :data:`RECORD_FIELDS`, then the flattened metrics.
+
+    Nested metrics become ``<method>.<metric>`` columns (e.g. ``asnorm+qmf.eer_percent``). A missing folder gives
+    an empty table with the metadata columns. Rows are sorted by profile, kind and name.
+
+    Raises:
+        ValueError: a file that is not a record (names the file).
+    """
+    rows = []
+    for path in sorted(Path(results_dir).glob("*/*/*.json")):
+        try:
+            record = json.loads(path.read_text(encoding="utf8"))
+            row = {key: record[key] for key in RECORD_FIELDS}
+            metrics = record["metrics"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}: not a results record written by record_result ({err!r})") from err
+        rows.append({**row, **_flatten(metrics)})
+    if not rows:
+        return pd.DataFrame(columns=list(RECORD_FIELDS))
+    return pd.DataFrame(rows).sort_values(["profile", "kind", "name"], ignore_index=True)
+
+
+def paper_reference(path: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The paper's numbers (default ``results/paper_reference.csv``), one printed number per row.
+
+    Columns: ``table`` (1–3), ``frontend``, ``system``, ``variant`` (the row label as printed), ``params`` (as
+    printed), ``lmft`` and ``calibration`` (``yes``/``no``), ``train_data``, ``test_set``, ``metric`` (``eer``,
+    ``min_dcf``, ``macs``, ``flops``, ``speedup``), ``value`` (float), ``unit``, ``source`` (``paper Table N`` or
+    the reproduction it comes from), ``record`` (the :mod:`svlib.book` record it compares with, or empty) and
+    ``note``. Text cells are strings (empty when blank).
+
+    Raises:
+        ValueError: the CSV lacks one of these columns or has a non-numeric value.
+    """
+    path = Path(path) if path is not None else PAPER_REFERENCE
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in _REFERENCE_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {list(_REFERENCE_COLUMNS)}")
+    try:
+        df["value"] = df["value"].astype(float)
+        df["table"] = df["table"].astype(int)
+    except ValueError as err:
+        raise ValueError(f"{path}: columns value and table must be numeric ({err})") from err
+    return df
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _clean_metrics(value, where: str):
+    """JSON-ready copy of a metrics value: dicts recursively, numbers as int/float, str/bool/None kept."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean_metrics(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        value = value.item()
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"record_result: {where} is {value!r}; metrics must be finite numbers")
+        return value
+    raise ValueError(f"record_result: {where} is a {type(value).__name__} ({value!r}); expected a number, "
+                     "a string, None or a dict of them")
+
+
+def _flatten(metrics: Mapping, prefix: str = "") -> dict:
+    out = {}
+    for key, value in metrics.items():
+        if isinstance(value, Mapping):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _hash_config(config) -> tuple[str | None, str | None, dict | None]:
+    """(sha256, path or None, canonical dict or None) of a config given as a path or a dict."""
+    if config is None:
+        return None, None, None
+    if isinstance(config, Mapping):
+        canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(canonical.encode("utf8")).hexdigest(), None, json.loads(canonical)
+    if isinstance(config, (str, os.PathLike)):
+        path = Path(config)
+        if not path.is_file():
+            raise FileNotFoundError(f"record_result: config file {path} not found")
+        return hashlib.sha256(path.read_bytes()).hexdigest(), str(path), None
+    raise TypeError(f"record_result: config must be a dict, a path or None, got {type(config).__name__}")
+
+
+def _git_state() -> tuple[str | None, bool | None]:
+    """(HEAD commit, dirty) of the svlib checkout; (None, None) without git or outside a repository.
+
+    ``--no-optional-locks`` keeps ``git status`` from refreshing (writing) the index.
+    """
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "--no-optional-locks", "-C", str(REPO_ROOT), *args],
+                                  capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return None, None
+    status = git("status", "--porcelain")
+    return commit.strip(), (bool(status.strip()) if status is not None else None)
