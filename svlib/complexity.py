@@ -52,6 +52,9 @@ PAPER_PARAMS_M: dict[str, tuple[float, float]] = {
 PAPER_TABLE3_FULL = {"params_m": (580, 6.2), "macs_g": 28.75, "flops_g": 57.72}
 """Table 3, LoRA_Adapter_MFA at 0 % sparsity, 1-s segments, as printed in the paper."""
 
+PAPER_TABLE3_PRUNED = {"sparsity": 0.8, "params_m": (124, 6.2), "macs_g": 6.31, "flops_g": 12.75}
+"""Table 3, the pruned model at ≈ 80 % sparsity, 1-s segments, as printed in the paper."""
+
 
 def count_parameters(module: nn.Module) -> int:
     """Number of parameters of ``module`` (works on the meta device)."""
@@ -181,3 +184,25 @@ def encoder_parameter_breakdown(encoder: nn.Module) -> dict[str, int]:
         else:
             raise ValueError(f"parameter {name!r} belongs to no group of the breakdown")
     return counts
+
+
+def structure_complexity(structure=None, seconds: float = 1.0, head: str = "adapter_mfa") -> Complexity:
+    """:class:`Complexity` of a pruned encoder + head, built at full size on the meta device (Table 3's pruned row).
+
+    Args:
+        structure: a pruned structure (:class:`~svlib.pruning.structure.PrunedStructure`, a dict or a JSON file in
+            the authors' format); ``None`` for the authors' 80 % structure shipped with svlib.
+        seconds: audio length the MACs are counted for.
+        head: the speaker head type whose parameters and MACs are added (Table 3: ``"adapter_mfa"``).
+
+    Returns:
+        The counts; ``model`` is ``"pruned"``.
+    """
+    from svlib.encoder import W2VBertEncoder
+    from svlib.heads import HeadConfig, build_head
+    from svlib.pruning import build_pruned_encoder  # svlib.pruning sits above svlib.model: imported lazily
+
+    encoder = W2VBertEncoder(build_pruned_encoder(structure, meta=True))
+    with torch.device("meta"):
+        head_module = build_head(HeadConfig(type=head, num_states=encoder.num_states, hidden_size=encoder.hidden_size))
+    return model_complexity(SpeakerModel(encoder, head_module), name="pruned", seconds=seconds)

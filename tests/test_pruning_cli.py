@@ -1,0 +1,58 @@
+"""``svlib params --structure`` (Table 3's pruned row) and ``svlib bench prune-speedup``."""
+
+import json
+
+import pytest
+
+from svlib.cli import main
+from svlib.complexity import PAPER_TABLE3_PRUNED, structure_complexity
+from svlib.encoder import encoder_config
+from svlib.pruning import PrunedStructure
+from svlib.pruning.structure import AUTHORS_STRUCTURE_RESOURCE
+
+
+def test_structure_complexity_matches_table3():
+    r = structure_complexity()  # the authors' 80 % structure, Adapter-MFA head, 1 s
+    assert r.frames == 49
+    assert r.encoder_params == 124_309_512 and r.head_params == 6_160_640
+    assert r.params_label == "124+6.2M"
+    assert r.macs / 1e9 == pytest.approx(PAPER_TABLE3_PRUNED["macs_g"], rel=0.01)
+    assert r.flops / 1e9 == pytest.approx(PAPER_TABLE3_PRUNED["flops_g"], rel=0.01)
+    assert r.encoder_macs / 1e9 == pytest.approx(6.13, abs=0.02)  # RECIPE: bare encoder, FlopCounterMode
+
+
+def test_cli_params_structure_json(capsys):
+    import svlib
+
+    path = svlib.__path__[0] + "/" + AUTHORS_STRUCTURE_RESOURCE
+    assert main(["params", "--structure", path, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["encoder_params"] == 124_309_512 and out["params_label"] == "124+6.2M"
+    assert out["sparsity"] == pytest.approx(0.786, abs=1e-3)
+    assert out["paper_table3_pruned"]["macs_g"] == 6.31
+
+
+def test_cli_params_structure_table(tmp_path, capsys):
+    structure = PrunedStructure(ffn=[(8, 0)] * 4, heads=[1, 0, 2, 4], conv=[8] * 4, config=encoder_config("tiny").to_dict())
+    path = structure.save(tmp_path / "tiny_structure.json")
+    assert main(["params", "--structure", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "svlib" in text and "paper" in text and "124+6.2M" in text and "6.31" in text
+
+
+def test_cli_params_structure_missing_file(tmp_path, capsys):
+    assert main(["params", "--structure", str(tmp_path / "none.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_bench_prune_speedup_small_structure(tmp_path, capsys):
+    config = encoder_config("tiny").to_dict()
+    structure = PrunedStructure(ffn=[(64, 32), (0, 8), (16, 16), (4, 0)], heads=[1, 0, 2, 4], conv=[8, 16, 0, 64],
+                                config=config)
+    path = structure.save(tmp_path / "tiny_structure.json")
+    assert main(["bench", "prune-speedup", "--structure", str(path), "--repeats", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["structure"] == str(path)
+    assert [r["seconds"] for r in out["rows"]] == [1.0, 4.0]
+    assert all(r["mac_ratio"] > 1 and r["full_s"] > 0 and r["pruned_s"] > 0 for r in out["rows"])
+    assert out["pruned_params"] < out["full_params"]
