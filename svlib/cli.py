@@ -11,6 +11,8 @@ import sys
 def _cmd_params(args: argparse.Namespace) -> int:
     from svlib.complexity import PAPER_PARAMS_M, PAPER_TABLE3_FULL, table2_complexity
 
+    if args.structure:
+        return _cmd_params_structure(args)
     rows = table2_complexity(args.encoder, seconds=args.seconds)
     payload = {
         "encoder": args.encoder,
@@ -39,6 +41,43 @@ def _cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_params_structure(args: argparse.Namespace) -> int:
+    """``svlib params --structure FILE``: Table 3's pruned row for a pruned structure (authors' JSON format)."""
+    from svlib.complexity import PAPER_TABLE3_PRUNED, structure_complexity
+    from svlib.pruning import load_structure, structure_sparsity
+
+    structure = load_structure(args.structure)
+    r = structure_complexity(structure, seconds=args.seconds)
+    sparsity = structure_sparsity(structure)
+    payload = {
+        "structure": str(args.structure),
+        "seconds": args.seconds,
+        "counter": "torch.utils.flop_counter.FlopCounterMode on the meta device; MACs = FLOPs/2; "
+        "pruned encoder + Adapter-MFA head, fbank front end excluded",
+        "sparsity": sparsity,
+        **r.to_dict(),
+        "paper_table3_pruned": PAPER_TABLE3_PRUNED,
+    }
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return 0
+    enc_m, head_m = PAPER_TABLE3_PRUNED["params_m"]
+    print(f"Table 3 structure columns for {args.structure} ({args.seconds:g} s of audio, {r.frames} frames)")
+    header = f"{'':<10}{'sparsity':>10}{'encoder':>14}{'head':>12}{'params':>12}{'GMACs':>9}{'GFLOPs':>9}"
+    print(header)
+    print("-" * len(header))
+    print(
+        f"{'svlib':<10}{sparsity:>10.1%}{r.encoder_params:>14,}{r.head_params:>12,}{r.params_label:>12}"
+        f"{r.macs / 1e9:>9.2f}{r.flops / 1e9:>9.2f}"
+    )
+    print(
+        f"{'paper':<10}{'≈' + format(PAPER_TABLE3_PRUNED['sparsity'], '.0%'):>10}{'':>14}{'':>12}"
+        f"{f'{enc_m:g}+{head_m:g}M':>12}{PAPER_TABLE3_PRUNED['macs_g']:>9.2f}{PAPER_TABLE3_PRUNED['flops_g']:>9.2f}"
+    )
+    print(f"MACs: encoder {r.encoder_macs / 1e9:.2f}G + head {r.head_macs / 1e9:.2f}G")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from svlib import bench
 
@@ -48,6 +87,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         from svlib.scoring.bench import bench_extract
 
         result = bench_extract(seconds=(4, 10), repeats=args.repeats)
+    elif args.benchmark == "prune-speedup":
+        from svlib.pruning.bench import bench_prune_speedup
+
+        result = bench_prune_speedup(args.structure, seconds=(1.0, 4.0), repeats=args.repeats, threads=args.threads)
+        if not args.json:
+            print(f"full {result['full_params']:,} vs pruned {result['pruned_params']:,} parameters "
+                  f"(sparsity {result['sparsity']:.1%}), structure {result['structure']}")
+            print(f"CPU, {result['threads']} threads, batch 1, median of {result['repeats']} runs")
+            for r in result["rows"]:
+                print(f"{r['seconds']:g} s: full {r['full_s']:.3f} s, pruned {r['pruned_s']:.3f} s, "
+                      f"speed-up {r['speedup']:.2f}x, MAC ratio {r['mac_ratio']:.2f}x "
+                      f"({r['full_gmacs']:.2f}G / {r['pruned_gmacs']:.2f}G)")
+            return 0
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
 
@@ -73,6 +125,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from svlib.distill import prune
+
+    out = prune(args.config, resume=args.resume, overrides=_parse_overrides(args.override), reuse=args.reuse)
+    print(f"pruned/distilled model written to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="svlib", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress (INFO level)")
@@ -82,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--encoder", default="w2v-bert-2.0", help="named config (w2v-bert-2.0, tiny) or checkpoint dir")
     p.add_argument("--seconds", type=float, default=1.0, help="audio length the MACs are counted for (default 1)")
+    p.add_argument("--structure", metavar="FILE",
+                   help="count a pruned structure (JSON, authors' format) with the Adapter-MFA head: Table 3's row")
     p.set_defaults(func=_cmd_params)
 
     from svlib.data.cli import add_data_parser
@@ -89,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_data_parser(sub)
     add_scoring_parsers(sub)
+    from svlib.book import add_book_parser
+
+    add_book_parser(sub)
 
     p = sub.add_parser("train", help="run one training stage from its YAML config (works under torchrun)")
     p.add_argument("--config", required=True, help="stage YAML, e.g. configs/demo/s1_freeze.yaml")
@@ -99,14 +164,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. -o epochs=2 -o schedule.lr=1e-3 (repeatable)")
     p.set_defaults(func=_cmd_train)
 
+    p = sub.add_parser("prune", help="run one pruning stage (distill + prune, or distill) from its YAML (torchrun)")
+    p.add_argument("--config", required=True, help="pruning-stage YAML, e.g. configs/demo/prune/p1_prune.yaml")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of exp_dir")
+    p.add_argument("--reuse", action="store_true",
+                   help="skip the stage when exp_dir holds a model made from the same config, data and upstream stages")
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. -o pruning.target_sparsity=0.5 (repeatable)")
+    p.set_defaults(func=_cmd_prune)
+
     p = sub.add_parser("bench", help="benchmarks (timings measured in one process)")
-    p.add_argument("benchmark", choices=["features", "extract"],
+    p.add_argument("benchmark", choices=["features", "extract", "prune-speedup"],
                    help="features: svlib's fbank vs transformers' extractor; extract: full-size embedding extraction "
-                   "vs a bare Wav2Vec2BertModel forward (CPU, 4 s and 10 s)")
+                   "vs a bare Wav2Vec2BertModel forward (CPU, 4 s and 10 s); prune-speedup: full-size encoder vs "
+                   "a pruned one (CPU, batch 1, 1 s and 4 s)")
+    p.add_argument("--structure", metavar="FILE", default=None,
+                   help="prune-speedup: pruned structure JSON (default: the authors' 80 %% structure, shipped with "
+                   "svlib)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--batch", type=int, default=8, help="utterances per batch (default 8)")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance (default 4)")
     p.add_argument("--repeats", type=int, default=7, help="timed runs; the median is reported (default 7)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="prune-speedup: CPU threads for the timed forwards (default: torch's; 1 on a busy machine)")
     p.set_defaults(func=_cmd_bench)
     return parser
 

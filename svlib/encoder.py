@@ -82,7 +82,12 @@ def build_hf_encoder(name_or_path: str | Path, *, meta: bool = False, **override
     A checkpoint directory with weights loads them offline; a named config (or a directory without weights)
     builds a randomly initialised model. ``meta=True`` builds on the meta device (no memory, no weights): the
     way svlib counts parameters and MACs of the full model in seconds.
+
+    LayerDrop is switched off (``layerdrop=0.0``) unless ``overrides`` sets it: the released w2v-bert-2.0 config has
+    0.1, which in training mode skips whole layers at random. The MFA heads read every layer's output, the pruning
+    teacher and student must compare the same layers (Eq. 5), and DDP needs every parameter used in each step.
     """
+    overrides = {"layerdrop": 0.0, **overrides}
     config = encoder_config(name_or_path, **overrides)
     has_weights = _is_checkpoint_dir(name_or_path) and any(
         (Path(name_or_path) / f).is_file() for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")

@@ -195,8 +195,16 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Sp
         raise ValueError(f"{config_file} is not valid JSON: {e}") from e
 
     with torch.device("meta"):
-        encoder = W2VBertEncoder(Wav2Vec2BertModel(Wav2Vec2BertConfig(**config.encoder)))
+        hf_model = Wav2Vec2BertModel(Wav2Vec2BertConfig(**config.encoder))
         head = build_head(config.head)
+    if "intermediate_size_group" in config.encoder:
+        # a pruned encoder (§2.6): its config carries the structure in the authors' keys; resize the modules to it.
+        # (svlib.pruning sits above this module; the import is local so that unpruned models never need it.)
+        from svlib.pruning.prune import apply_structure
+        from svlib.pruning.structure import PrunedStructure
+
+        hf_model = apply_structure(hf_model.to("meta"), PrunedStructure.from_dict(config.encoder, source=str(config_file)))
+    encoder = W2VBertEncoder(hf_model)
     model = SpeakerModel(encoder, head)  # the front end's filter banks are computed, not stored
     if config.lora is not None:
         model.encoder.add_lora(config.lora)

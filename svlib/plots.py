@@ -340,3 +340,93 @@ def plot_score_distributions(scores: dict, labels, title: str = ""):
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_hard_concrete(samples: dict, title: str = ""):
+    """Histograms of Hard Concrete gate samples (Eq. 7), one panel per ``log α``.
+
+    The stretched-and-clamped distribution has point masses at exactly 0 and 1 (drawn as bars at the ends, their
+    probability written above them) and a continuous density in between.
+
+    Args:
+        samples: ``{log α: (n,) samples of z}``.
+    """
+    fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3), sharey=True, constrained_layout=True,
+                             squeeze=False)
+    for ax, (log_alpha, z) in zip(axes[0], samples.items()):
+        z = _np(z)
+        inner = z[(z > 0) & (z < 1)]
+        bins = np.linspace(0, 1, 41)
+        density = np.histogram(inner, bins=bins)[0] / len(z)
+        ax.bar(bins[:-1], density, width=bins[1] - bins[0], align="edge", color="C0", alpha=0.7, label="0 < z < 1")
+        for x, p in ((0.0, float((z == 0).mean())), (1.0, float((z == 1).mean()))):
+            ax.bar(x, p, width=0.04, color="C3", alpha=0.8)
+            ax.annotate(f"{p:.2f}", (x, p), ha="center", va="bottom", fontsize=8)
+        ax.set_xlabel("gate value z")
+        ax.set_title(f"log α = {log_alpha:g}")
+    axes[0, 0].set_ylabel("probability per bin")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_pruning_curves(records: list, title: str = ""):
+    """Expected sparsity vs target, the multipliers λ1, λ2, and the distillation loss over a pruning run.
+
+    Args:
+        records: ``metrics.jsonl`` records of a distill + prune stage (``sparsity``, ``target``, ``lambda1``,
+            ``lambda2``, ``distill`` per step).
+    """
+    steps = [r for r in records if "sparsity" in r and "final_sparsity" not in r]
+    x = [r["step"] for r in steps]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4), constrained_layout=True)
+    axes[0].plot(x, [r["target"] for r in steps], "--", color="0.4", label="target t")
+    axes[0].plot(x, [r["sparsity"] for r in steps], color="C0", label="expected sparsity s")
+    final = [r for r in records if "final_sparsity" in r]
+    if final:
+        axes[0].plot(x[-1], final[-1]["final_sparsity"], "o", color="C3", label="after pruning")
+    axes[0].set_ylabel("sparsity")
+    axes[0].legend(fontsize=8)
+    axes[1].plot(x, [r["lambda1"] for r in steps], label="λ1")
+    axes[1].plot(x, [r["lambda2"] for r in steps], label="λ2")
+    axes[1].axhline(0, color="0.8", lw=0.8)
+    axes[1].set_ylabel("Lagrange multiplier")
+    axes[1].legend(fontsize=8)
+    axes[2].plot(x, [r["distill"] for r in steps], color="C2")
+    axes[2].set_ylabel("distillation loss (Eq. 5)")
+    for ax in axes:
+        ax.set_xlabel("optimizer step")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_pruned_structure(structures: dict, title: str = ""):
+    """Kept fraction of FFN units (both FFNs), attention heads and conv channels per layer, one row per structure.
+
+    Args:
+        structures: ``{label: PrunedStructure}`` (see :class:`svlib.pruning.structure.PrunedStructure`).
+    """
+    fig, axes = plt.subplots(len(structures), 1, figsize=(11, 2.8 * len(structures)), constrained_layout=True,
+                             squeeze=False)
+    for ax, (label, s) in zip(axes[:, 0], structures.items()):
+        config = s.hf_config()
+        layers = np.arange(1, s.num_layers + 1)
+        series = {
+            "FFN 1 units": [f1 / config.intermediate_size for f1, _ in s.ffn],
+            "FFN 2 units": [f2 / config.intermediate_size for _, f2 in s.ffn],
+            "attention heads": [h / config.num_attention_heads for h in s.heads],
+            "conv channels": [c / config.hidden_size for c in s.conv],
+        }
+        width = 0.2
+        for i, (name, values) in enumerate(series.items()):
+            ax.bar(layers + (i - 1.5) * width, values, width=width, label=name)
+        ax.set_ylim(0, 1.05)
+        ax.set_xticks(layers)
+        ax.set_ylabel("kept fraction")
+        ax.set_title(label, fontsize=10)
+    axes[-1, 0].set_xlabel("Conformer layer")
+    axes[0, 0].legend(fontsize=8, ncol=4, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    return fig

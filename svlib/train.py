@@ -501,20 +501,23 @@ DONE_NAME = "done.json"
 """Written to ``exp_dir`` after the final model: the stage's fingerprint (see :func:`stage_fingerprint`)."""
 
 
-def stage_fingerprint(config: StageConfig) -> str:
+def stage_fingerprint(config) -> str:
     """SHA-256 of what a stage's result depends on: its configuration, its training list (``wav.scp`` and
-    ``utt2spk`` contents) and the fingerprint of the stage it starts from (``init_from``)."""
+    ``utt2spk`` contents) and the fingerprints of the stages it starts from (``init_from``, and a pruning stage's
+    ``teacher``)."""
     h = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True, default=str).encode())
     for name in ("wav.scp", "utt2spk"):
         path = Path(config.train_dir) / name
         h.update(path.read_bytes() if path.is_file() else b"")
-    if config.init_from:
-        done = Path(config.init_from) / DONE_NAME
-        h.update(done.read_bytes() if done.is_file() else b"no fingerprint")
+    for upstream in (getattr(config, "init_from", None), getattr(config, "teacher", None)):
+        if upstream:
+            done = next((d / DONE_NAME for d in (Path(upstream), Path(upstream).parent) if (d / DONE_NAME).is_file()),
+                        None)
+            h.update(done.read_bytes() if done is not None else b"no fingerprint")
     return h.hexdigest()
 
 
-def finished_model(config: StageConfig) -> Path | None:
+def finished_model(config) -> Path | None:
     """``exp_dir/model`` if it was trained from exactly this configuration (same fingerprint), else ``None``."""
     done = Path(config.exp_dir) / DONE_NAME
     model = Path(config.exp_dir) / "model"
@@ -538,7 +541,15 @@ def train(config_path: str | Path, resume: bool = False, overrides: dict | None 
             and upstream stage (:func:`finished_model`); otherwise train, replacing this stage's earlier outputs
             (checkpoints, model, metrics) in ``exp_dir``. The book chapters share trained models this way.
     """
-    config = StageConfig.from_yaml(config_path, overrides)
+    return run_stage(StageConfig.from_yaml(config_path, overrides), Trainer, resume=resume, reuse=reuse)
+
+
+def run_stage(config, trainer_cls, resume: bool = False, reuse: bool = False) -> Path:
+    """Run ``trainer_cls(config).fit()`` with the resume / reuse rules of :func:`train`; write ``done.json``.
+
+    Shared by the speaker-verification stages (:class:`Trainer`) and the pruning stages
+    (:class:`svlib.distill.DistillTrainer`).
+    """
     exp_dir = Path(config.exp_dir)
     if reuse:
         model = finished_model(config)
@@ -551,7 +562,7 @@ def train(config_path: str | Path, resume: bool = False, overrides: dict | None 
             for path in stale:
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
         resume = False
-    trainer = Trainer(config)
+    trainer = trainer_cls(config)
     if resume:
         trainer.resume()
     elif latest_checkpoint(config.exp_dir) is not None:
@@ -563,6 +574,11 @@ def train(config_path: str | Path, resume: bool = False, overrides: dict | None 
         payload = {"fingerprint": stage_fingerprint(config), "stage": config.name, "steps": trainer.step}
         atomic_write(exp_dir / DONE_NAME, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
     return out
+
+
+def init_distributed_rank() -> int:
+    """This process's rank under torchrun (0 without it), read before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def describe_stage(path: str | Path) -> dict:
@@ -609,6 +625,3 @@ def read_metrics(exp_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def init_distributed_rank() -> int:
-    """This process's rank under torchrun (0 without it), read before the process group exists."""
-    return int(os.environ.get("RANK", "0"))

@@ -1,0 +1,343 @@
+"""The pruning stages of §2.6 / §3.4: distillation-guided structured pruning, then distillation of the pruned model.
+
+A stage is one YAML file (``configs/paper/prune_distill.yaml`` …), read into :class:`DistillConfig`, and run by
+:class:`DistillTrainer` under the same rules as the speaker-verification stages of :mod:`svlib.train` (torchrun DDP,
+bf16 autocast on GPU, atomic checkpoints with exact ``--resume``, ``--reuse``, ``metrics.jsonl``):
+
+1. **Distill + prune** (``prune: true``). The teacher is the encoder of the joint-fine-tuned speaker model
+   (``teacher``), frozen. The student is a copy with Hard Concrete gates
+   (:class:`~svlib.pruning.gated.GatedW2VBertEncoder`). Each step minimises Eq. (9),
+   ``L_distill + λ1 (s − t) + λ2 (s − t)²``, with ``L_distill`` of Eq. (5) over all hidden states, ``s`` the
+   expected sparsity from the gates (Eq. 8) and ``t`` the target, which rises linearly to its final value; λ1, λ2
+   ascend. Three AdamW groups: student weights, ``log α``, λ. At the end the deterministic masks are applied: the
+   HF modules are resized in place and the kept mask values folded into the next weights.
+2. **Distill** (``prune: false``, ``init_from`` = stage 1). The pruned student is distilled further from the same
+   teacher, without the regulariser.
+
+The output of each stage, ``exp_dir/model``, is a speaker model: the (pruned) student encoder with the teacher's
+head and classifier, so the SV stages of :mod:`svlib.train` continue from it with ``init_from`` (§3.4: "the pruned
+student model replaces the initial joint fine-tuned w2v-BERT 2.0 model"). The pruned structure is also written to
+``exp_dir/structure.json`` in the authors' format.
+
+Explained in the book chapter "Lagrangian pruning".
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import json
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from tqdm.auto import tqdm
+
+from svlib.data.loader import TrainData, build_train_loader
+from svlib.model import SpeakerModel, load_model
+from svlib.profiles import expand_env
+from svlib.pruning import (
+    AugmentedLagrangian,
+    GatedW2VBertEncoder,
+    PruningConfig,
+    distill_loss,
+    pruning_param_groups,
+    structure_sparsity,
+    target_sparsity,
+)
+from svlib.pruning.structure import PrunedStructure
+from svlib.train import (
+    CLASSIFIER_NAME,
+    DistInfo,
+    _rng_state,
+    _set_rng_state,
+    init_distributed,
+    latest_checkpoint,
+    run_stage,
+    save_atomic,
+)
+
+logger = logging.getLogger(__name__)
+
+STRUCTURE_NAME = "structure.json"
+
+
+@dataclass
+class DistillConfig:
+    """One pruning stage. Every field can be set in the stage's YAML file; paths are relative to the YAML."""
+
+    name: str
+    """stage name, e.g. ``prune_distill`` (used in logs)."""
+    exp_dir: str
+    """where checkpoints, metrics, the structure and the final model go."""
+    train_dir: str
+    """Kaldi data directory (wav.scp, utt2spk) of the training audio (labels are not used)."""
+    teacher: str
+    """saved speaker-model directory whose encoder is the frozen teacher (the joint-fine-tuned model)."""
+    init_from: str | None = None
+    """exp_dir of the previous pruning stage: its (pruned) model is the student (stage 2)."""
+    prune: bool = True
+    """gate the student and add Eq. (9)'s regulariser; prune physically at the end (stage 1)."""
+    pruning: PruningConfig = field(default_factory=PruningConfig)
+    """target sparsity, its warm-up, gate initialisation and the three learning rates (the paper's by default)."""
+    epochs: int = 20
+    batch_size: int = 16
+    """utterances per GPU and step."""
+    min_frames: int = 400
+    """crop length in 10 ms fbank frames (4 s crops in the authors' recipe)."""
+    max_frames: int = 400
+    speed_perturb: bool = False
+    augment: dict | None = None
+    """augmentation of the student's and teacher's (same) input; off in the authors' recipe."""
+    grad_clip: float = 10.0
+    """clip the student weights' and ``log α``'s gradient norm (0: no clipping)."""
+    seed: int = 42
+    precision: str = "bf16"
+    """``bf16`` autocast on CUDA (the CPU always runs float32) or ``fp32``."""
+    num_workers: int = 4
+    checkpoint_every: int = 0
+    """also checkpoint every N optimiser steps (0: only at epoch ends)."""
+    keep_checkpoints: int = 2
+    cache_size: int = 0
+    """decoded utterances kept in memory per data worker."""
+
+    def __post_init__(self):
+        if isinstance(self.pruning, dict):
+            self.pruning = PruningConfig(**self.pruning)
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
+        if not 0 < self.min_frames <= self.max_frames:
+            raise ValueError(f"need 0 < min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        if not self.prune and not self.init_from:
+            raise ValueError("prune: false continues distilling a pruned student: set init_from to the pruning stage")
+        for name in ("batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "DistillConfig":
+        """Read a pruning-stage YAML; ``overrides`` (``{"pruning.target_sparsity": 0.5}``) replace keys."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"pruning-stage config {path} not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        for key, value in (overrides or {}).items():
+            target = data
+            *parents, leaf = key.split(".")
+            for p in parents:
+                target = target.setdefault(p, {})
+            target[leaf] = value
+        data = expand_env(data, f"pruning-stage config {path}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
+        for key in ("exp_dir", "train_dir", "teacher", "init_from"):
+            if data.get(key) and not os.path.isabs(str(data[key])):
+                data[key] = str((path.parent / str(data[key])).resolve())
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class DistillTrainer:
+    """Builds teacher, student, data and optimiser of a :class:`DistillConfig` and runs it (module docstring).
+
+    Args:
+        config: the stage.
+        dist_info: rank, world size and device (default: :func:`svlib.train.init_distributed`).
+    """
+
+    def __init__(self, config: DistillConfig, dist_info: DistInfo | None = None):
+        self.config = config
+        self.dist = dist_info or init_distributed()
+        self.exp_dir = Path(config.exp_dir)
+        if self.dist.device.type == "cpu":
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            torch.set_num_threads(max(1, cores // self.dist.world_size - config.num_workers))
+        seed = config.seed + self.dist.rank
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        self.data: TrainData = build_train_loader(config, rank=self.dist.rank, world_size=self.dist.world_size)
+
+        teacher_model = load_model(config.teacher)
+        if teacher_model.encoder.lora is not None:
+            teacher_model.encoder.merge_lora()
+        self.teacher = teacher_model.encoder.to(self.dist.device).eval().requires_grad_(False)
+        if config.init_from:
+            self.model = load_model(Path(config.init_from) / "model")  # the pruned student with the teacher's head
+        else:
+            self.model = load_model(config.teacher)
+            if self.model.encoder.lora is not None:
+                self.model.encoder.merge_lora()
+        self.classifier_source = Path(config.init_from) / "model" if config.init_from else Path(config.teacher)
+        self.model.encoder.config.layerdrop = 0.0  # Eq. (5) compares every layer: none may be skipped at random
+        if config.prune:
+            self.model.encoder = GatedW2VBertEncoder.from_encoder(self.model.encoder, config.pruning)
+        self.model.to(self.dist.device)
+        self.model.head.requires_grad_(False)  # only the encoder is distilled
+        self.student = self.model.encoder.train()
+        self.lagrangian = AugmentedLagrangian().to(self.dist.device)
+        if config.prune:
+            groups = pruning_param_groups(self.student, self.lagrangian, config.pruning)
+        else:
+            params = [p for p in self.student.parameters() if p.requires_grad]
+            groups = [{"name": "weights", "params": params, "lr": config.pruning.lr_weights, "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups)
+        self.step = 0
+        self.net: nn.Module = self.student
+        if self.dist.world_size > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.student, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None
+            )
+
+    # -- checkpoints ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "student": self.student.state_dict(),
+            "lagrangian": self.lagrangian.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "step": self.step,
+            "rng": _rng_state(),
+            "config": self.config.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        self.lagrangian.load_state_dict(state["lagrangian"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = state["step"]
+        _set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        if not self.dist.is_main:
+            return
+        save_atomic(self.state_dict(), self.exp_dir / "checkpoints" / f"step-{self.step:08d}.pt")
+        for old in sorted((self.exp_dir / "checkpoints").glob("step-*.pt"))[: -self.config.keep_checkpoints]:
+            old.unlink()
+
+    def resume(self) -> bool:
+        """Load the latest checkpoint of ``exp_dir`` if there is one; return whether one was loaded."""
+        ckpt = latest_checkpoint(self.exp_dir)
+        if ckpt is None:
+            return False
+        self.load_state_dict(torch.load(ckpt, map_location=self.dist.device, weights_only=False))
+        logger.info("resumed from %s (step %d)", ckpt, self.step)
+        return True
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def fit(self) -> Path:
+        """Train all epochs (continuing from ``self.step``), prune if asked, write ``exp_dir/model``."""
+        c = self.config
+        steps_per_epoch = self.data.batch_sampler.num_batches()
+        total = steps_per_epoch * c.epochs
+        if self.dist.is_main:
+            self.exp_dir.mkdir(parents=True, exist_ok=True)
+            (self.exp_dir / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
+        autocast = self.dist.device.type == "cuda" and c.precision == "bf16"
+        bar = tqdm(total=total, initial=self.step, desc=c.name, disable=not self.dist.is_main, dynamic_ncols=True)
+        self.student.train()
+        while self.step < total:
+            epoch, skip = divmod(self.step, steps_per_epoch)
+            self.data.batch_sampler.set_epoch(epoch, skip_batches=skip)
+            for i, (wavs, _) in enumerate(self.data, start=skip):
+                metrics = self._train_step(wavs, autocast)
+                self.step += 1
+                bar.update(1)
+                bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("distill", "sparsity") if k in metrics})
+                self._log({"step": self.step, "epoch": epoch + (i + 1) / steps_per_epoch, **metrics})
+                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
+                    self.save_checkpoint()
+            self.save_checkpoint()
+        bar.close()
+        return self.save_model()
+
+    def _train_step(self, wavs: torch.Tensor, autocast: bool) -> dict:
+        c = self.config
+        wavs = wavs.to(self.dist.device)
+        with torch.no_grad():
+            features, mask = self.model.frontend(wavs)
+            with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=autocast):
+                teacher_states = self.teacher(features, mask)
+        with torch.autocast(self.dist.device.type, dtype=torch.bfloat16, enabled=autocast):
+            student_states = self.net(features, mask)
+        loss_distill = distill_loss(student_states.float(), teacher_states.float(), mask)  # Eq. (5)
+        record = {"distill": loss_distill.item()}
+        loss = loss_distill
+        if c.prune:
+            target = target_sparsity(self.step, c.pruning.target_sparsity, c.pruning.warmup_steps)
+            sparsity = self.student.expected_sparsity()  # Eq. (8) through the gates
+            loss = loss + self.lagrangian(sparsity, target)  # Eq. (9)
+            record.update({
+                "sparsity": sparsity.item(),
+                "target": target,
+                "lambda1": self.lagrangian.lambda1.item(),
+                "lambda2": self.lagrangian.lambda2.item(),
+            })
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{c.name}: non-finite loss {loss.item()} at step {self.step + 1}; lower the learning rates in "
+                "pruning: {...} or check the data, and resume from the last checkpoint"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip > 0:
+            params = [p for g in self.optimizer.param_groups if g.get("name") != "lambda" for p in g["params"]]
+            record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, c.grad_clip))
+        self.optimizer.step()
+        record["loss"] = loss.item()
+        return record
+
+    def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.exp_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+    def save_model(self) -> Path:
+        """Prune the gated student (stage 1), write the speaker model, classifier and structure (rank 0)."""
+        out = self.exp_dir / "model"
+        self.student.eval()
+        if self.config.prune:
+            expected = self.student.expected_sparsity().item()
+            self.model.encoder = self.student.prune_()
+            structure = PrunedStructure.from_dict(self.model.encoder.config.to_dict(), source="pruned student")
+            sparsity = structure_sparsity(structure)
+            self._log({"step": self.step, "final_sparsity": sparsity, "expected_sparsity": expected,
+                       "target": self.config.pruning.target_sparsity})
+            logger.info("%s: pruned to sparsity %.3f (target %.3f)", self.config.name, sparsity,
+                        self.config.pruning.target_sparsity)
+        if self.dist.is_main:
+            self.model.save(out)
+            classifier = self.classifier_source / CLASSIFIER_NAME
+            if classifier.is_file():
+                shutil.copyfile(classifier, out / CLASSIFIER_NAME)
+            if self.config.prune or self.config.init_from:
+                structure = PrunedStructure.from_dict(self.model.encoder.config.to_dict(), source="student")
+                structure.save(self.exp_dir / STRUCTURE_NAME)
+        if dist.is_initialized():
+            dist.barrier()
+        return out
+
+
+def prune(config_path: str | Path, resume: bool = False, overrides: dict | None = None, reuse: bool = False) -> Path:
+    """Run one pruning stage from its YAML file (the body of ``svlib prune``); returns the final model directory.
+
+    Args:
+        config_path: the stage YAML.
+        resume: continue from the latest checkpoint in ``exp_dir``.
+        overrides: ``{"key.sub": value}`` replacing YAML keys.
+        reuse: skip the stage when ``exp_dir/model`` was made from the same configuration, data and upstream
+            stages (see :func:`svlib.train.train`).
+    """
+    return run_stage(DistillConfig.from_yaml(config_path, overrides), DistillTrainer, resume=resume, reuse=reuse)

@@ -1,0 +1,97 @@
+"""The pruning stages (svlib.distill): distill + prune, distill, then an SV stage on the pruned encoder."""
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from svlib.distill import DistillConfig, prune
+from svlib.model import SpeakerModel, load_model
+from svlib.pruning import PrunedStructure, structure_params, structure_sparsity
+from svlib.train import read_metrics, train
+from test_train import stage_yaml, write_corpus
+
+
+def distill_yaml(tmp_path: Path, name: str, **settings) -> Path:
+    config = {
+        "name": name,
+        "exp_dir": str(tmp_path / "exp" / name),
+        "train_dir": str(tmp_path / "data"),
+        "teacher": str(tmp_path / "teacher"),
+        "min_frames": 60,
+        "max_frames": 90,
+        "batch_size": 4,
+        "epochs": 2,
+        "precision": "fp32",
+        "num_workers": 0,
+        "pruning": {"target_sparsity": 0.5, "warmup_steps": 4, "lr_log_alpha": 0.2, "lr_lambda": 0.2},
+        **settings,
+    }
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def setup(tmp_path):
+    write_corpus(tmp_path / "data")
+    torch.manual_seed(0)
+    SpeakerModel.build("tiny", head="adapter_mfa").save(tmp_path / "teacher")
+    # the teacher stage's classifier: the SV stages after pruning start from its rows
+    torch.save({"weight": torch.randn(4, 256), "classes": ["spk0", "spk1", "spk2", "spk3"]},
+               tmp_path / "teacher" / "classifier.pt")
+    return tmp_path
+
+
+def _weights(model_dir: Path) -> dict:
+    return load_model(model_dir).state_dict()
+
+
+def test_prune_then_distill_then_sv_stage(setup):
+    tmp_path = setup
+    out = prune(distill_yaml(tmp_path, "prune"))
+    records = read_metrics(out.parent)
+    steps = [r for r in records if "sparsity" in r and "final_sparsity" not in r]
+    assert steps[0]["target"] == 0.0 and steps[-1]["target"] == pytest.approx(0.5)
+    assert steps[-1]["lambda2"] > 0, "lambda2 ascends while the sparsity is below the target"
+    final = [r for r in records if "final_sparsity" in r][0]
+
+    structure = PrunedStructure.load(out.parent / "structure.json")
+    assert final["final_sparsity"] == pytest.approx(structure_sparsity(structure))
+    pruned = load_model(out)
+    assert sum(p.numel() for p in pruned.encoder.parameters()) == structure_params(structure)
+    assert sum(p.numel() for p in pruned.encoder.parameters()) < sum(
+        p.numel() for p in load_model(tmp_path / "teacher").encoder.parameters())
+    torch.testing.assert_close(pruned.head.state_dict(), load_model(tmp_path / "teacher").head.state_dict())
+
+    out2 = prune(distill_yaml(tmp_path, "distill", prune=False, init_from=str(out.parent), epochs=1))
+    assert all("sparsity" not in r for r in read_metrics(out2.parent))
+    assert PrunedStructure.load(out2.parent / "structure.json") == structure
+
+    # the SV stages continue from the pruned model (the classifier rows come from the teacher's stage)
+    assert (out2 / "classifier.pt").is_file()
+    sv = train(stage_yaml(tmp_path, "s1_pruned", init_from=str(out2.parent), freeze_encoder=True,
+                          lora={"r": 2, "alpha": 4}, epochs=1))
+    assert sum(p.numel() for n, p in load_model(sv).encoder.named_parameters() if "lora_" not in n) == \
+        structure_params(structure)
+
+
+def test_resumed_pruning_ends_with_the_same_weights(setup):
+    tmp_path = setup
+    straight = prune(distill_yaml(tmp_path, "straight"))
+    path = distill_yaml(tmp_path, "resumed")
+    prune(path, overrides={"epochs": 1})  # stops after one epoch (as a killed run would at its last checkpoint)
+    (Path(tmp_path / "exp" / "resumed") / "model").rename(tmp_path / "exp" / "resumed" / "model-epoch1")
+    resumed = prune(path, resume=True)
+    a, b = _weights(straight), _weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0, msg=k)
+
+
+def test_config_errors(tmp_path):
+    with pytest.raises(ValueError, match="init_from"):
+        DistillConfig(name="x", exp_dir="e", train_dir="d", teacher="t", prune=False)
+    with pytest.raises(FileNotFoundError, match="not found"):
+        DistillConfig.from_yaml(tmp_path / "missing.yaml")
