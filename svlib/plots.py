@@ -294,18 +294,32 @@ def plot_det(curves: dict, title: str = ""):
     Args:
         curves: ``{label: (scores, labels)}``, labels True for target trials.
     """
-    from scipy.stats import norm
+    from svlib.scoring.metrics import det_curve
 
-    from svlib.scoring.metrics import compute_eer, det_curve
+    points = {}
+    for label, (scores, labels) in curves.items():
+        fpr, fnr, _ = det_curve(scores, labels)
+        points[label] = (fpr, fnr)
+    return plot_det_points(points, title=title)
+
+
+def plot_det_points(curves: dict, title: str = ""):
+    """DET curves from precomputed operating points, each with its EER point (where the two rates cross).
+
+    Args:
+        curves: ``{label: (false-alarm rates, miss rates)}``, the rates as fractions along the curve.
+    """
+    from scipy.stats import norm
 
     fig, ax = plt.subplots(figsize=(5.5, 5.5), constrained_layout=True)
     ticks = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6])
     lo, hi = norm.ppf(0.005), norm.ppf(0.7)
-    for i, (label, (scores, labels)) in enumerate(curves.items()):
-        fa, miss, _ = det_curve(scores, labels)
-        eer, _ = compute_eer(scores, labels)
-        eps = 1e-4
-        ax.plot(norm.ppf(np.clip(fa, eps, 1 - eps)), norm.ppf(np.clip(miss, eps, 1 - eps)), color=f"C{i}",
+    eps = 1e-4
+    for i, (label, (fpr, fnr)) in enumerate(curves.items()):
+        fpr, fnr = _np(fpr), _np(fnr)
+        k = int(np.argmin(np.abs(fpr - fnr)))
+        eer = (fpr[k] + fnr[k]) / 2
+        ax.plot(norm.ppf(np.clip(fpr, eps, 1 - eps)), norm.ppf(np.clip(fnr, eps, 1 - eps)), color=f"C{i}",
                 label=f"{label} (EER {100 * eer:.2f} %)")
         ax.plot(norm.ppf(max(eer, eps)), norm.ppf(max(eer, eps)), "o", color=f"C{i}")
     ax.plot([lo, hi], [lo, hi], color="0.7", lw=0.8, ls="--")
@@ -430,3 +444,59 @@ def plot_pruned_structure(structures: dict, title: str = ""):
     if title:
         fig.suptitle(title)
     return fig
+
+
+def plot_eer_by_stage(series: dict, title: str = ""):
+    """EER after each training stage, one line per system and scoring, one panel per source (paper, this run).
+
+    Args:
+        series: ``{panel title: {line label: {stage: EER in %}}}``.
+    """
+    fig, axes = plt.subplots(1, len(series), figsize=(5.5 * len(series), 3.6), constrained_layout=True,
+                             squeeze=False)
+    for ax, (panel, lines) in zip(axes[0], series.items()):
+        stages = sorted({s for line in lines.values() for s in line}, key=lambda s: s.split("_")[0])
+        for i, (label, values) in enumerate(lines.items()):
+            xs = [stages.index(s) for s in values]
+            ax.plot(xs, list(values.values()), "o-", color=f"C{i}", label=label)
+        ax.set_xticks(range(len(stages)), stages)
+        ax.set_ylabel("EER (%)")
+        ax.set_title(panel, fontsize=10)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_complexity_vs_sparsity(points: dict, title: str = ""):
+    """Encoder parameters and MACs (1 s of audio) against sparsity, this project's counts next to the paper's.
+
+    Args:
+        points: ``{label: [(sparsity %, encoder params in M, GMACs), ...]}``.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    markers = ["o", "s", "^", "D"]
+    for i, (label, rows) in enumerate(points.items()):
+        rows = sorted(rows)
+        x = [r[0] for r in rows]
+        axes[0].plot(x, [r[1] for r in rows], marker=markers[i % 4], ls="-", label=label)
+        axes[1].plot(x, [r[2] for r in rows], marker=markers[i % 4], ls="-", label=label)
+    axes[0].set_ylabel("encoder parameters (M)")
+    axes[1].set_ylabel("GMACs per second of audio")
+    for ax in axes:
+        ax.set_xlabel("sparsity (%)")
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def save_figure(fig, directory, name: str):
+    """Write ``fig`` to ``directory/name.png`` (150 dpi, atomically) and return the path."""
+    from pathlib import Path
+
+    from svlib.atomic import atomic_write
+
+    path = Path(directory) / f"{name}.png"
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=150, format="png"), suffix=".png")
+    return path

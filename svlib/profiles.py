@@ -28,6 +28,10 @@ class ProfileData:
     """evaluation utterances (the trials' enrollment and test sides)."""
     trials: Path
     """the trial list."""
+    train_name: str = "demo"
+    """short code of the training data in result records (``vox2``, ``vox2+vb2``, ``demo`` …; see :mod:`svlib.book`)."""
+    test_name: str = "demo"
+    """short code of the trial list in result records (``vox1-o``, ``demo`` …)."""
 
 
 def profile_data(name: str, data_root: str | os.PathLike | None = None) -> ProfileData:
@@ -43,7 +47,8 @@ def profile_data(name: str, data_root: str | os.PathLike | None = None) -> Profi
         from svlib.data.demo import build_demo_corpus  # the demo corpus is this profile's data preparation
 
         corpus = build_demo_corpus(data_root, progress=False)
-        return ProfileData(Path(corpus.train_dir), Path(corpus.test_dir), Path(corpus.trials))
+        return ProfileData(Path(corpus.train_dir), Path(corpus.test_dir), Path(corpus.trials),
+                           settings.get("train_name", "demo"), settings.get("test_name", "demo"))
     unset = [f"{key} (${{{m.group(1)}}})" for key, value in settings.items()
              if isinstance(value, str) and (m := _VAR.match(value)) and m.group(1) not in os.environ]
     if unset:
@@ -53,7 +58,8 @@ def profile_data(name: str, data_root: str | os.PathLike | None = None) -> Profi
                if not settings.get(key) or not Path(settings[key]).exists()]
     if missing:
         raise FileNotFoundError(f"{path}: these data paths do not exist: {', '.join(missing)}")
-    return ProfileData(Path(settings["train_dir"]), Path(settings["eval_dir"]), Path(settings["trials"]))
+    return ProfileData(Path(settings["train_dir"]), Path(settings["eval_dir"]), Path(settings["trials"]),
+                       settings.get("train_name", "custom"), settings.get("test_name", "custom"))
 
 
 def available_profiles() -> list[str]:

@@ -143,6 +143,19 @@ def load_results(results_dir: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["profile", "kind", "name"], ignore_index=True)
 
 
+def load_record(results_dir: str | os.PathLike, profile: str, kind: str, name: str) -> dict:
+    """One record written by :func:`record_result`, whole (metrics, config hash, ``extra`` …).
+
+    Raises:
+        FileNotFoundError: naming the file and the chapter or command that writes such records.
+    """
+    path = Path(results_dir) / profile / kind / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the chapter that records {kind}/{name} with profile "
+                                f"{profile!r} first (svlib book run --profile {profile})")
+    return json.loads(path.read_text(encoding="utf8"))
+
+
 def paper_reference(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """The paper's numbers (default ``results/paper_reference.csv``), one printed number per row.
 
