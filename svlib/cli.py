@@ -155,23 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_book_parser(sub)
 
-    p = sub.add_parser("train", help="run one training stage from its YAML config (works under torchrun)")
-    p.add_argument("--config", required=True, help="stage YAML, e.g. configs/demo/s1_freeze.yaml")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of exp_dir")
-    p.add_argument("--reuse", action="store_true",
-                   help="skip training when exp_dir holds a model trained from the same config, data and upstream stage")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. -o epochs=2 -o schedule.lr=1e-3 (repeatable)")
-    p.set_defaults(func=_cmd_train)
-
-    p = sub.add_parser("prune", help="run one pruning stage (distill + prune, or distill) from its YAML (torchrun)")
-    p.add_argument("--config", required=True, help="pruning-stage YAML, e.g. configs/demo/prune/p1_prune.yaml")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of exp_dir")
-    p.add_argument("--reuse", action="store_true",
-                   help="skip the stage when exp_dir holds a model made from the same config, data and upstream stages")
-    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. -o pruning.target_sparsity=0.5 (repeatable)")
-    p.set_defaults(func=_cmd_prune)
+    for command, func, what, example, override in (
+        ("train", _cmd_train, "training stage", "configs/demo/s1_freeze.yaml", "-o epochs=2 -o schedule.lr=1e-3"),
+        ("prune", _cmd_prune, "pruning stage (distill + prune, or distill)", "configs/demo/prune/p1_prune.yaml",
+         "-o pruning.target_sparsity=0.5"),
+    ):
+        p = sub.add_parser(command, help=f"run one {what} from its YAML config (works under torchrun)")
+        p.add_argument("--config", required=True, help=f"stage YAML, e.g. {example}")
+        p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint of exp_dir")
+        p.add_argument("--reuse", action="store_true",
+                       help="skip the stage when exp_dir holds a model made from the same config, data and upstream stage")
+        p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                       help=f"override a config key, e.g. {override} (repeatable)")
+        p.set_defaults(func=func)
 
     p = sub.add_parser("bench", help="benchmarks (timings measured in one process)")
     p.add_argument("benchmark", choices=["features", "extract", "prune-speedup"],

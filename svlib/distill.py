@@ -25,25 +25,15 @@ Explained in the book chapter "Lagrangian pruning".
 from __future__ import annotations
 
 import logging
-import os
-import random
 import shutil
-import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import json
-
-import numpy as np
 import torch
-import torch.distributed as dist
-import yaml
 from torch import nn
-from tqdm.auto import tqdm
 
 from svlib.data.loader import TrainData, build_train_loader
-from svlib.model import SpeakerModel, load_model
-from svlib.profiles import expand_env
+from svlib.model import load_model
 from svlib.pruning import (
     AugmentedLagrangian,
     GatedW2VBertEncoder,
@@ -54,16 +44,7 @@ from svlib.pruning import (
     target_sparsity,
 )
 from svlib.pruning.structure import PrunedStructure
-from svlib.train import (
-    CLASSIFIER_NAME,
-    DistInfo,
-    _rng_state,
-    _set_rng_state,
-    init_distributed,
-    latest_checkpoint,
-    run_stage,
-    save_atomic,
-)
+from svlib.train import CLASSIFIER_NAME, DistInfo, StageTrainer, read_stage_yaml, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -125,31 +106,13 @@ class DistillConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "DistillConfig":
         """Read a pruning-stage YAML; ``overrides`` (``{"pruning.target_sparsity": 0.5}``) replace keys."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"pruning-stage config {path} not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        for key, value in (overrides or {}).items():
-            target = data
-            *parents, leaf = key.split(".")
-            for p in parents:
-                target = target.setdefault(p, {})
-            target[leaf] = value
-        data = expand_env(data, f"pruning-stage config {path}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
-        for key in ("exp_dir", "train_dir", "teacher", "init_from"):
-            if data.get(key) and not os.path.isabs(str(data[key])):
-                data[key] = str((path.parent / str(data[key])).resolve())
-        return cls(**data)
+        return cls(**read_stage_yaml(cls, Path(path), overrides, ("exp_dir", "train_dir", "teacher", "init_from")))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-class DistillTrainer:
+class DistillTrainer(StageTrainer):
     """Builds teacher, student, data and optimiser of a :class:`DistillConfig` and runs it (module docstring).
 
     Args:
@@ -157,17 +120,10 @@ class DistillTrainer:
         dist_info: rank, world size and device (default: :func:`svlib.train.init_distributed`).
     """
 
+    progress_keys = ("distill", "sparsity")
+
     def __init__(self, config: DistillConfig, dist_info: DistInfo | None = None):
-        self.config = config
-        self.dist = dist_info or init_distributed()
-        self.exp_dir = Path(config.exp_dir)
-        if self.dist.device.type == "cpu":
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-            torch.set_num_threads(max(1, cores // self.dist.world_size - config.num_workers))
-        seed = config.seed + self.dist.rank
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        super().__init__(config, dist_info)
         self.data: TrainData = build_train_loader(config, rank=self.dist.rank, world_size=self.dist.world_size)
 
         teacher_model = load_model(config.teacher)
@@ -194,75 +150,16 @@ class DistillTrainer:
             params = [p for p in self.student.parameters() if p.requires_grad]
             groups = [{"name": "weights", "params": params, "lr": config.pruning.lr_weights, "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups)
-        self.step = 0
         self.net: nn.Module = self.student
         if self.dist.world_size > 1:
             self.net = nn.parallel.DistributedDataParallel(
-                self.student, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None
+                self.student, device_ids=[self.dist.local_rank] if self.dist.device.type == "cuda" else None
             )
 
-    # -- checkpoints ------------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {
-            "student": self.student.state_dict(),
-            "lagrangian": self.lagrangian.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "step": self.step,
-            "rng": _rng_state(),
-            "config": self.config.to_dict(),
-        }
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        return {"student": self.student, "lagrangian": self.lagrangian}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.student.load_state_dict(state["student"])
-        self.lagrangian.load_state_dict(state["lagrangian"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = state["step"]
-        _set_rng_state(state["rng"])
-
-    def save_checkpoint(self) -> None:
-        if not self.dist.is_main:
-            return
-        save_atomic(self.state_dict(), self.exp_dir / "checkpoints" / f"step-{self.step:08d}.pt")
-        for old in sorted((self.exp_dir / "checkpoints").glob("step-*.pt"))[: -self.config.keep_checkpoints]:
-            old.unlink()
-
-    def resume(self) -> bool:
-        """Load the latest checkpoint of ``exp_dir`` if there is one; return whether one was loaded."""
-        ckpt = latest_checkpoint(self.exp_dir)
-        if ckpt is None:
-            return False
-        self.load_state_dict(torch.load(ckpt, map_location=self.dist.device, weights_only=False))
-        logger.info("resumed from %s (step %d)", ckpt, self.step)
-        return True
-
-    # -- training -------------------------------------------------------------------------------------------------
-    def fit(self) -> Path:
-        """Train all epochs (continuing from ``self.step``), prune if asked, write ``exp_dir/model``."""
-        c = self.config
-        steps_per_epoch = self.data.batch_sampler.num_batches()
-        total = steps_per_epoch * c.epochs
-        if self.dist.is_main:
-            self.exp_dir.mkdir(parents=True, exist_ok=True)
-            (self.exp_dir / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
-        autocast = self.dist.device.type == "cuda" and c.precision == "bf16"
-        bar = tqdm(total=total, initial=self.step, desc=c.name, disable=not self.dist.is_main, dynamic_ncols=True)
-        self.student.train()
-        while self.step < total:
-            epoch, skip = divmod(self.step, steps_per_epoch)
-            self.data.batch_sampler.set_epoch(epoch, skip_batches=skip)
-            for i, (wavs, _) in enumerate(self.data, start=skip):
-                metrics = self._train_step(wavs, autocast)
-                self.step += 1
-                bar.update(1)
-                bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("distill", "sparsity") if k in metrics})
-                self._log({"step": self.step, "epoch": epoch + (i + 1) / steps_per_epoch, **metrics})
-                if c.checkpoint_every and self.step % c.checkpoint_every == 0:
-                    self.save_checkpoint()
-            self.save_checkpoint()
-        bar.close()
-        return self.save_model()
-
-    def _train_step(self, wavs: torch.Tensor, autocast: bool) -> dict:
+    def _train_step(self, wavs: torch.Tensor, labels: torch.Tensor, epoch: float, autocast: bool) -> dict:
         c = self.config
         wavs = wavs.to(self.dist.device)
         with torch.no_grad():
@@ -298,12 +195,6 @@ class DistillTrainer:
         record["loss"] = loss.item()
         return record
 
-    def _log(self, record: dict) -> None:
-        if not self.dist.is_main:
-            return
-        with open(self.exp_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"time": time.time(), **record}) + "\n")
-
     def save_model(self) -> Path:
         """Prune the gated student (stage 1), write the speaker model, classifier and structure (rank 0)."""
         out = self.exp_dir / "model"
@@ -325,8 +216,7 @@ class DistillTrainer:
             if self.config.prune or self.config.init_from:
                 structure = PrunedStructure.from_dict(self.model.encoder.config.to_dict(), source="student")
                 structure.save(self.exp_dir / STRUCTURE_NAME)
-        if dist.is_initialized():
-            dist.barrier()
+        self._barrier()
         return out
 
 

@@ -91,6 +91,29 @@ class ScheduleConfig:
         return self.lr
 
 
+def read_stage_yaml(cls, path: Path, overrides: dict | None, path_keys: tuple[str, ...]) -> dict:
+    """The settings of a stage YAML for the dataclass ``cls``: ``overrides`` (dotted keys) applied, ``${VAR}``
+    read from the environment, unknown keys refused, and the ``path_keys`` made absolute relative to the YAML."""
+    if not path.is_file():
+        raise FileNotFoundError(f"stage config {path} not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    for key, value in (overrides or {}).items():  # before expand_env: an override can replace a ${VAR}
+        target = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            target = target.setdefault(p, {})
+        target[leaf] = value
+    data = expand_env(data, f"stage config {path}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
+    for key in path_keys:
+        if data.get(key) and not os.path.isabs(str(data[key])):
+            data[key] = str((path.parent / str(data[key])).resolve())
+    return data
+
+
 @dataclass
 class StageConfig:
     """One training stage. Every field can be set in the stage's YAML file; paths are relative to the YAML."""
@@ -167,23 +190,7 @@ class StageConfig:
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "StageConfig":
         """Read a stage YAML; ``overrides`` (``{"schedule.lr": 1e-3, "epochs": 2}``) replace keys."""
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"stage config {path} not found")
-        data = yaml.safe_load(path.read_text()) or {}
-        for key, value in (overrides or {}).items():  # before expand_env: an override can replace a ${VAR}
-            target = data
-            *parents, leaf = key.split(".")
-            for p in parents:
-                target = target.setdefault(p, {})
-            target[leaf] = value
-        data = expand_env(data, f"stage config {path}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {unknown}; allowed: {sorted(known)}")
-        for key in ("exp_dir", "train_dir", "init_from", "valid_dir", "valid_trials"):  # relative to the YAML file
-            if data.get(key) and not os.path.isabs(str(data[key])):
-                data[key] = str((path.parent / str(data[key])).resolve())
+        data = read_stage_yaml(cls, path, overrides, ("exp_dir", "train_dir", "init_from", "valid_dir", "valid_trials"))
         augment = data.get("augment")
         if isinstance(augment, dict):
             data["augment"] = {
@@ -271,15 +278,22 @@ def latest_checkpoint(exp_dir: str | Path) -> Path | None:
 # ----------------------------------------------------------------------------------------------------------------
 # The trainer
 # ----------------------------------------------------------------------------------------------------------------
-class Trainer:
-    """Builds the model, data and optimiser of a :class:`StageConfig` and runs it (see the module docstring).
+class StageTrainer:
+    """What the trainers of every stage share: CPU threads and seeds, atomic checkpoints with exact resume, the
+    metrics log, and the epoch loop (a batch order that is a function of (seed, epoch), so resuming mid-epoch skips
+    exactly the batches done). Subclasses build their modules and optimizer and define :meth:`_train_step`,
+    :meth:`save_model`, and which modules a checkpoint holds (:meth:`_checkpoint_modules`).
 
     Args:
-        config: the stage.
+        config: the stage (``seed``, ``num_workers``, ``exp_dir``, ``epochs``, ``precision``, ``checkpoint_every``,
+            ``keep_checkpoints`` are read).
         dist_info: rank, world size and device (default: :func:`init_distributed`).
     """
 
-    def __init__(self, config: StageConfig, dist_info: DistInfo | None = None):
+    progress_keys: tuple[str, ...] = ("loss",)
+    """metrics shown next to the progress bar."""
+
+    def __init__(self, config, dist_info: DistInfo | None = None):
         self.config = config
         self.dist = dist_info or init_distributed()
         self.exp_dir = Path(config.exp_dir)
@@ -288,62 +302,20 @@ class Trainer:
             # wait on each other at every op, which made CPU steps ~10x slower here
             cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
             torch.set_num_threads(max(1, cores // self.dist.world_size - config.num_workers))
-        self._seed_everything(config.seed + self.dist.rank)
-        self.data = self._build_data()
-        self.model, self.classifier = self._build_model()
-        params = [p for p in [*self.model.parameters(), *self.classifier.parameters()] if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.schedule.lr_at(0.0), weight_decay=config.weight_decay)
-        self.step = 0
-        self.net = self._wrap_ddp(_ClassifierNet(self.model, self.classifier))
-
-    # -- construction ---------------------------------------------------------------------------------------------
-    @staticmethod
-    def _seed_everything(seed: int) -> None:
+        seed = config.seed + self.dist.rank
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
-
-    def _build_data(self) -> TrainData:
-        return build_train_loader(self.config, rank=self.dist.rank, world_size=self.dist.world_size)
-
-    def _build_model(self) -> tuple[SpeakerModel, ArcMarginProduct]:
-        c = self.config
-        num_classes = self.data.num_classes
-        if c.init_from:
-            model = load_model(Path(c.init_from) / "model")
-            classifier = ArcMarginProduct(model.head.output_size, num_classes, scale=c.scale, margin=c.margin)
-            source = Path(c.init_from) / "model" / CLASSIFIER_NAME
-            previous = torch.load(source, map_location="cpu", weights_only=True)
-            _load_classifier_rows(classifier, previous["weight"], previous["classes"], self.data.classes, source)
-            model.train()
-        else:
-            model = SpeakerModel.build(c.encoder, head=c.head, **(c.head_options or {}))
-            classifier = ArcMarginProduct(model.head.output_size, num_classes, scale=c.scale, margin=c.margin)
-        if c.merge_lora and model.encoder.lora is not None:
-            model.encoder.merge_lora()
-        if c.lora is not None and model.encoder.lora is None:
-            model.encoder.add_lora(LoRAConfig(**c.lora))
-        model.encoder.freeze(c.freeze_encoder)
-        if c.gradient_checkpointing:
-            model.encoder.gradient_checkpointing(True)
-        model.to(self.dist.device)
-        classifier.to(self.dist.device)
-        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        logger.info("%s: %d trainable model parameters, %d classes", c.name, n_train, num_classes)
-        return model, classifier
-
-    def _wrap_ddp(self, net: nn.Module) -> nn.Module:
-        """DDP over model + classifier together, so the classifier's gradients are all-reduced too."""
-        if self.dist.world_size == 1:
-            return net
-        device_ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=False)
+        self.step = 0
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        """The modules whose state a checkpoint holds, by name."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict:
         return {
-            "model": self.model.state_dict(),
-            "classifier": self.classifier.state_dict(),
+            **{name: module.state_dict() for name, module in self._checkpoint_modules().items()},
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
             "rng": _rng_state(),
@@ -351,11 +323,12 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        expected = {"model", "classifier", "optimizer", "step", "rng", "config"}
+        modules = self._checkpoint_modules()
+        expected = {*modules, "optimizer", "step", "rng", "config"}
         if set(state) != expected:
             raise ValueError(f"checkpoint keys {sorted(state)} differ from the expected {sorted(expected)}")
-        self.model.load_state_dict(state["model"])
-        self.classifier.load_state_dict(state["classifier"])
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
         _set_rng_state(state["rng"])
@@ -397,15 +370,97 @@ class Trainer:
                 metrics = self._train_step(wavs, labels, epoch + i / steps_per_epoch, autocast)
                 self.step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.2f}")
+                bar.set_postfix({k: f"{metrics[k]:.3f}" for k in self.progress_keys if k in metrics})
                 self._log({"step": self.step, "epoch": epoch + (i + 1) / steps_per_epoch, **metrics})
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
-            if (epoch + 1) % c.valid_every == 0 or self.step == total:
-                self.validate(epoch + 1)
+            self._end_of_epoch(epoch + 1, last=self.step == total)
             self.save_checkpoint()
         bar.close()
         return self.save_model()
+
+    def _train_step(self, wavs: torch.Tensor, labels: torch.Tensor, epoch: float, autocast: bool) -> dict:
+        """One optimiser step on a batch; returns the metrics to log."""
+        raise NotImplementedError
+
+    def _end_of_epoch(self, epoch: int, last: bool) -> None:
+        """Called after each epoch, before its checkpoint (validation)."""
+
+    def save_model(self) -> Path:
+        raise NotImplementedError
+
+    def _barrier(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+
+    def _log(self, record: dict) -> None:
+        if not self.dist.is_main:
+            return
+        with open(self.exp_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+
+class Trainer(StageTrainer):
+    """Builds the model, data and optimiser of a :class:`StageConfig` and runs it (see the module docstring).
+
+    Args:
+        config: the stage.
+        dist_info: rank, world size and device (default: :func:`init_distributed`).
+    """
+
+    progress_keys = ("loss", "accuracy")
+
+    def __init__(self, config: StageConfig, dist_info: DistInfo | None = None):
+        super().__init__(config, dist_info)
+        self.data = self._build_data()
+        self.model, self.classifier = self._build_model()
+        params = [p for p in [*self.model.parameters(), *self.classifier.parameters()] if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=config.schedule.lr_at(0.0), weight_decay=config.weight_decay)
+        self.net = self._wrap_ddp(_ClassifierNet(self.model, self.classifier))
+
+    # -- construction ---------------------------------------------------------------------------------------------
+    def _build_data(self) -> TrainData:
+        return build_train_loader(self.config, rank=self.dist.rank, world_size=self.dist.world_size)
+
+    def _build_model(self) -> tuple[SpeakerModel, ArcMarginProduct]:
+        c = self.config
+        num_classes = self.data.num_classes
+        if c.init_from:
+            model = load_model(Path(c.init_from) / "model")
+            classifier = ArcMarginProduct(model.head.output_size, num_classes, scale=c.scale, margin=c.margin)
+            source = Path(c.init_from) / "model" / CLASSIFIER_NAME
+            previous = torch.load(source, map_location="cpu", weights_only=True)
+            _load_classifier_rows(classifier, previous["weight"], previous["classes"], self.data.classes, source)
+            model.train()
+        else:
+            model = SpeakerModel.build(c.encoder, head=c.head, **(c.head_options or {}))
+            classifier = ArcMarginProduct(model.head.output_size, num_classes, scale=c.scale, margin=c.margin)
+        if c.merge_lora and model.encoder.lora is not None:
+            model.encoder.merge_lora()
+        if c.lora is not None and model.encoder.lora is None:
+            model.encoder.add_lora(LoRAConfig(**c.lora))
+        model.encoder.freeze(c.freeze_encoder)
+        if c.gradient_checkpointing:
+            model.encoder.gradient_checkpointing(True)
+        model.to(self.dist.device)
+        classifier.to(self.dist.device)
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("%s: %d trainable model parameters, %d classes", c.name, n_train, num_classes)
+        return model, classifier
+
+    def _wrap_ddp(self, net: nn.Module) -> nn.Module:
+        """DDP over model + classifier together, so the classifier's gradients are all-reduced too."""
+        if self.dist.world_size == 1:
+            return net
+        device_ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=False)
+
+    def _checkpoint_modules(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "classifier": self.classifier}
+
+    def _end_of_epoch(self, epoch: int, last: bool) -> None:
+        if epoch % self.config.valid_every == 0 or last:
+            self.validate(epoch)
 
     def _train_step(self, wavs: torch.Tensor, labels: torch.Tensor, epoch: float, autocast: bool) -> dict:
         c = self.config
@@ -455,16 +510,6 @@ class Trainer:
         logger.info("%s epoch %d: validation EER %.2f %%", c.name, epoch, result["eer_percent"])
         self._barrier()
         return record
-
-    def _barrier(self) -> None:
-        if dist.is_initialized():
-            dist.barrier()
-
-    def _log(self, record: dict) -> None:
-        if not self.dist.is_main:
-            return
-        with open(self.exp_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps({"time": time.time(), **record}) + "\n")
 
     def save_model(self) -> Path:
         """Write the trained speaker model and classifier to ``exp_dir/model`` (rank 0)."""
