@@ -431,6 +431,61 @@ def _source_cell(src: Path, executed: Path, index: int) -> tuple[int, str]:
 # ----------------------------------------------------------------------------------------------------------------
 # Results tables
 # ----------------------------------------------------------------------------------------------------------------
+def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrides: Mapping | None = None,
+              reuse: bool = True) -> Path:
+    """Run one stage the way a chapter needs it at its profile's scale; returns the stage's model directory.
+
+    With ``gpus <= 1`` the stage runs in this process (:func:`svlib.train.train` or :func:`svlib.distill.prune`).
+    With more, ``torchrun --standalone --nproc_per_node <gpus> -m svlib <command> --config … --reuse -o key=value``
+    is launched and its output streamed line by line (progress bars and logs show in the notebook); a failure raises
+    an error naming the stage, the exit code and the last lines of output.
+
+    Args:
+        command: ``"train"`` (SV stage) or ``"prune"`` (pruning stage).
+        config: the stage YAML.
+        gpus: processes to launch (the profile's ``gpus``).
+        overrides: ``{"key.sub": value}`` replacing YAML keys.
+        reuse: skip a stage already trained from the same configuration, data and upstream stage.
+    """
+    if command not in ("train", "prune"):
+        raise ValueError(f"command {command!r}: expected 'train' or 'prune'")
+    overrides = dict(overrides or {})
+    if gpus <= 1:
+        if command == "train":
+            from svlib.train import train
+
+            return train(config, overrides=overrides, reuse=reuse)
+        from svlib.distill import prune
+
+        return prune(config, overrides=overrides, reuse=reuse)
+    import subprocess
+    from collections import deque
+
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun if torchrun.exists() else "torchrun"), "--standalone", "--nproc_per_node", str(int(gpus)),
+           "-m", "svlib", command, "--config", str(config)]
+    cmd += ["--reuse"] if reuse else []
+    for key, value in overrides.items():
+        cmd += ["-o", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
+    logger.info("launching %s", " ".join(cmd))
+    tail: deque[str] = deque(maxlen=30)
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            tail.append(line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"stage {config} failed under torchrun (exit code {proc.returncode}):\n{''.join(tail)}")
+    from svlib.train import StageConfig
+
+    if command == "train":
+        exp_dir = StageConfig.from_yaml(config, overrides).exp_dir
+    else:
+        from svlib.distill import DistillConfig
+
+        exp_dir = DistillConfig.from_yaml(config, overrides).exp_dir
+    return Path(exp_dir) / "model"
+
+
 def eval_record_name(system: str, train: str, stage: str, test: str) -> str:
     """The ``name`` of an ``eval`` record: ``<system>.<train>.<stage>.<test>`` (see the module docstring).
 

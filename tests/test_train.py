@@ -217,3 +217,19 @@ def test_reuse_skips_a_finished_stage_and_retrains_a_changed_one(tmp_path, corpu
     assert (Path(s1).parent / "metrics.jsonl").read_text().count("\n") == metrics_lines
     train(s2_yaml, reuse=True)
     assert (Path(s2).parent / "done.json").read_text() != s2_done
+
+
+def test_book_run_stage_launches_torchrun_and_reuses(tmp_path, corpus, monkeypatch):
+    """svlib.book.run_stage: a chapter's stage on 2 processes under torchrun, then reused in-process."""
+    from svlib.book import run_stage
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    config = stage_yaml(tmp_path, "launched", epochs=1, batch_size=2)
+    out = run_stage("train", config, gpus=2, overrides={"seed": 7})
+    steps = [yaml.safe_load(line)["step"] for line in (out.parent / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4] and (out.parent / "done.json").is_file()
+    done = (out.parent / "done.json").read_text()
+    assert run_stage("train", config, gpus=1, overrides={"seed": 7}) == out  # same fingerprint: not trained again
+    assert (out.parent / "done.json").read_text() == done
+    with pytest.raises(RuntimeError, match="exit code"):
+        run_stage("train", config, gpus=2, overrides={"batch_size": 0})
