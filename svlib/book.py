@@ -85,6 +85,7 @@ __all__ = [
     "parse_eval_record_name",
     "required_paths",
     "run_book",
+    "run_stage",
     "toc_chapters",
 ]
 
