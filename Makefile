@@ -42,6 +42,8 @@ bench: setup
 	$(VENV)/bin/svlib params --json
 	$(VENV)/bin/svlib bench features --json
 	$(VENV)/bin/svlib bench extract --json
+	$(VENV)/bin/svlib params --structure svlib/configs/authors_pruned_structure_0.8.json --json
+	$(VENV)/bin/svlib bench prune-speedup --json
 
 # clean: remove build outputs and the vendored MathJax (keeps .venv)
 clean:
