@@ -24,6 +24,7 @@ Explained in the book chapter "Lagrangian pruning".
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -44,7 +45,7 @@ from svlib.pruning import (
     target_sparsity,
 )
 from svlib.pruning.structure import PrunedStructure
-from svlib.train import CLASSIFIER_NAME, DistInfo, StageTrainer, read_stage_yaml, run_stage
+from svlib.train import CLASSIFIER_NAME, DistInfo, StageTrainer, check_stage_settings, read_stage_yaml, run_stage
 
 logger = logging.getLogger(__name__)
 
@@ -93,15 +94,9 @@ class DistillConfig:
     def __post_init__(self):
         if isinstance(self.pruning, dict):
             self.pruning = PruningConfig(**self.pruning)
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
-        if not 0 < self.min_frames <= self.max_frames:
-            raise ValueError(f"need 0 < min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        check_stage_settings(self)
         if not self.prune and not self.init_from:
             raise ValueError("prune: false continues distilling a pruned student: set init_from to the pruning stage")
-        for name in ("batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "DistillConfig":
@@ -129,17 +124,15 @@ class DistillTrainer(StageTrainer):
         teacher_model = load_model(config.teacher)
         if teacher_model.encoder.lora is not None:
             teacher_model.encoder.merge_lora()
-        self.teacher = teacher_model.encoder.to(self.dist.device).eval().requires_grad_(False)
         if config.init_from:
             self.model = load_model(Path(config.init_from) / "model")  # the pruned student with the teacher's head
         else:
-            self.model = load_model(config.teacher)
-            if self.model.encoder.lora is not None:
-                self.model.encoder.merge_lora()
+            self.model = copy.deepcopy(teacher_model)  # the student starts as the teacher (one checkpoint read)
+        self.teacher = teacher_model.encoder.to(self.dist.device).eval().requires_grad_(False)
         self.classifier_source = Path(config.init_from) / "model" if config.init_from else Path(config.teacher)
         self.model.encoder.config.layerdrop = 0.0  # Eq. (5) compares every layer: none may be skipped at random
-        if config.prune:
-            self.model.encoder = GatedW2VBertEncoder.from_encoder(self.model.encoder, config.pruning)
+        if config.prune:  # gate the student's own copy in place
+            self.model.encoder = GatedW2VBertEncoder(self.model.encoder.hf_model, config.pruning)
         self.model.to(self.dist.device)
         self.model.head.requires_grad_(False)  # only the encoder is distilled
         self.student = self.model.encoder.train()
@@ -150,11 +143,7 @@ class DistillTrainer(StageTrainer):
             params = [p for p in self.student.parameters() if p.requires_grad]
             groups = [{"name": "weights", "params": params, "lr": config.pruning.lr_weights, "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups)
-        self.net: nn.Module = self.student
-        if self.dist.world_size > 1:
-            self.net = nn.parallel.DistributedDataParallel(
-                self.student, device_ids=[self.dist.local_rank] if self.dist.device.type == "cuda" else None
-            )
+        self.net = self._wrap_ddp(self.student)
 
     def _checkpoint_modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, "lagrangian": self.lagrangian}
@@ -202,7 +191,9 @@ class DistillTrainer(StageTrainer):
         if self.config.prune:
             expected = self.student.expected_sparsity().item()
             self.model.encoder = self.student.prune_()
-            structure = PrunedStructure.from_dict(self.model.encoder.config.to_dict(), source="pruned student")
+        # the pruned encoder's config carries its structure (stage 1 just pruned it, stage 2 loaded it pruned)
+        structure = PrunedStructure.from_dict(self.model.encoder.config.to_dict(), source="pruned student")
+        if self.config.prune:
             sparsity = structure_sparsity(structure)
             self._log({"step": self.step, "final_sparsity": sparsity, "expected_sparsity": expected,
                        "target": self.config.pruning.target_sparsity})
@@ -213,9 +204,7 @@ class DistillTrainer(StageTrainer):
             classifier = self.classifier_source / CLASSIFIER_NAME
             if classifier.is_file():
                 shutil.copyfile(classifier, out / CLASSIFIER_NAME)
-            if self.config.prune or self.config.init_from:
-                structure = PrunedStructure.from_dict(self.model.encoder.config.to_dict(), source="student")
-                structure.save(self.exp_dir / STRUCTURE_NAME)
+            structure.save(self.exp_dir / STRUCTURE_NAME)
         self._barrier()
         return out
 

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import yaml
 
-CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The repository (or source tree) that holds ``svlib/``, ``configs/`` and ``results/``."""
+CONFIG_ROOT = REPO_ROOT / "configs"
 _VAR = re.compile(r"^\$\{(\w+)\}$")
 
 

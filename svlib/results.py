@@ -32,12 +32,12 @@ import pandas as pd
 
 from svlib import __version__
 from svlib.atomic import atomic_write
+from svlib.profiles import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RECORD_FIELDS", "default_results_dir", "load_results", "paper_reference", "record_result"]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PAPER_REFERENCE = REPO_ROOT / "results" / "paper_reference.csv"
 """The paper's numbers (Tables 1–3, plus the reproductions listed next to them), one printed number per row."""
 

@@ -114,6 +114,17 @@ def read_stage_yaml(cls, path: Path, overrides: dict | None, path_keys: tuple[st
     return data
 
 
+def check_stage_settings(config, positive: tuple[str, ...] = ("batch_size", "epochs")) -> None:
+    """The checks every stage config shares: ``precision``, the crop range, and the ``positive`` integer fields."""
+    if config.precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be bf16 or fp32, got {config.precision!r}")
+    if not 0 < config.min_frames <= config.max_frames:
+        raise ValueError(f"need 0 < min_frames <= max_frames, got {config.min_frames}, {config.max_frames}")
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {getattr(config, name)!r}")
+
+
 @dataclass
 class StageConfig:
     """One training stage. Every field can be set in the stage's YAML file; paths are relative to the YAML."""
@@ -176,15 +187,9 @@ class StageConfig:
     def __post_init__(self):
         if isinstance(self.schedule, dict):
             self.schedule = ScheduleConfig(**self.schedule)
-        if self.precision not in ("bf16", "fp32"):
-            raise ValueError(f"precision must be bf16 or fp32, got {self.precision!r}")
-        if not 0 < self.min_frames <= self.max_frames:
-            raise ValueError(f"need 0 < min_frames <= max_frames, got {self.min_frames}, {self.max_frames}")
+        check_stage_settings(self, positive=("batch_size", "epochs", "valid_every"))
         if (self.valid_dir is None) != (self.valid_trials is None):
             raise ValueError("valid_dir and valid_trials go together: set both or neither")
-        for name in ("batch_size", "epochs", "valid_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "StageConfig":
@@ -308,6 +313,13 @@ class StageTrainer:
         torch.manual_seed(seed)
         self.step = 0
 
+    def _wrap_ddp(self, net: nn.Module) -> nn.Module:
+        """``net`` under DDP when there are several processes (every trained parameter of ``net`` is all-reduced)."""
+        if self.dist.world_size == 1:
+            return net
+        device_ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=False)
+
     # -- checkpoints ----------------------------------------------------------------------------------------------
     def _checkpoint_modules(self) -> dict[str, nn.Module]:
         """The modules whose state a checkpoint holds, by name."""
@@ -416,7 +428,7 @@ class Trainer(StageTrainer):
         self.model, self.classifier = self._build_model()
         params = [p for p in [*self.model.parameters(), *self.classifier.parameters()] if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.schedule.lr_at(0.0), weight_decay=config.weight_decay)
-        self.net = self._wrap_ddp(_ClassifierNet(self.model, self.classifier))
+        self.net = self._wrap_ddp(_ClassifierNet(self.model, self.classifier))  # the classifier is all-reduced too
 
     # -- construction ---------------------------------------------------------------------------------------------
     def _build_data(self) -> TrainData:
@@ -447,13 +459,6 @@ class Trainer(StageTrainer):
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info("%s: %d trainable model parameters, %d classes", c.name, n_train, num_classes)
         return model, classifier
-
-    def _wrap_ddp(self, net: nn.Module) -> nn.Module:
-        """DDP over model + classifier together, so the classifier's gradients are all-reduced too."""
-        if self.dist.world_size == 1:
-            return net
-        device_ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
-        return nn.parallel.DistributedDataParallel(net, device_ids=device_ids, find_unused_parameters=False)
 
     def _checkpoint_modules(self) -> dict[str, nn.Module]:
         return {"model": self.model, "classifier": self.classifier}
