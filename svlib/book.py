@@ -11,7 +11,8 @@ results store (:func:`svlib.results.load_results`).
 
 Record conventions
 ------------------
-Chapters record what they measure with :func:`svlib.results.record_result`; these ``kind``/``name`` pairs are what
+Chapters and the ``svlib train|prune|score`` commands record what they measure with
+:func:`svlib.results.record_result`; these ``kind``/``name`` pairs are what
 :func:`book_tables` joins to the paper's rows (the ``record`` column of ``results/paper_reference.csv``):
 
 * ``kind="eval"`` — one model scored on one trial list. ``name`` = :func:`eval_record_name` =
@@ -34,6 +35,10 @@ Chapters record what they measure with :func:`svlib.results.record_result`; thes
       record_result(default_results_dir(), kind="eval", profile=profile, config=configs / "s3_lmft.yaml",
                     name=eval_record_name("LoRA_Adapter_MFA", "demo", "s3_lmft", "demo"),
                     metrics=evaluation.metrics)
+
+* ``kind="train"`` — one training or pruning stage, written by :func:`svlib.train.record_stage` whenever a stage
+  runs (chapter, ``svlib train`` or ``svlib prune``). ``name`` = the stage's ``name``; ``metrics`` =
+  :func:`svlib.train.stage_summary` plus ``model_params``. Shown by the Results chapter, not joined to a paper row.
 
 * ``kind="complexity"`` — a model's size and cost. ``name`` = the ``system`` as above; ``metrics`` =
   :class:`svlib.complexity.Complexity`'s ``to_dict()`` (``encoder_params``, ``head_params``, ``macs``, ``flops``
@@ -433,7 +438,7 @@ def _source_cell(src: Path, executed: Path, index: int) -> tuple[int, str]:
 # Results tables
 # ----------------------------------------------------------------------------------------------------------------
 def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrides: Mapping | None = None,
-              reuse: bool = True) -> Path:
+              reuse: bool = True, profile: str | None = None, results_dir: str | os.PathLike | None = None) -> Path:
     """Run one stage the way a chapter needs it at its profile's scale; returns the stage's model directory.
 
     With ``gpus <= 1`` the stage runs in this process (:func:`svlib.train.train` or :func:`svlib.distill.prune`).
@@ -447,6 +452,8 @@ def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrid
         gpus: processes to launch (the profile's ``gpus``).
         overrides: ``{"key.sub": value}`` replacing YAML keys.
         reuse: skip a stage already trained from the same configuration, data and upstream stage.
+        profile, results_dir: the stage's ``train`` record (:func:`svlib.train.record_stage`); the profile defaults
+            to the config's folder ``configs/<profile>/``.
     """
     if command not in ("train", "prune"):
         raise ValueError(f"command {command!r}: expected 'train' or 'prune'")
@@ -455,10 +462,10 @@ def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrid
         if command == "train":
             from svlib.train import train
 
-            return train(config, overrides=overrides, reuse=reuse)
+            return train(config, overrides=overrides, reuse=reuse, profile=profile, results_dir=results_dir)
         from svlib.distill import prune
 
-        return prune(config, overrides=overrides, reuse=reuse)
+        return prune(config, overrides=overrides, reuse=reuse, profile=profile, results_dir=results_dir)
     import subprocess
     from collections import deque
 
@@ -466,6 +473,8 @@ def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrid
     cmd = [str(torchrun if torchrun.exists() else "torchrun"), "--standalone", "--nproc_per_node", str(int(gpus)),
            "-m", "svlib", command, "--config", str(config)]
     cmd += ["--reuse"] if reuse else []
+    cmd += ["--profile", profile] if profile else []
+    cmd += ["--results-dir", str(results_dir)] if results_dir is not None else []
     for key, value in overrides.items():
         cmd += ["-o", f"{key}={json.dumps(value) if not isinstance(value, str) else value}"]
     logger.info("launching %s", " ".join(cmd))

@@ -120,7 +120,8 @@ def _parse_overrides(items: list[str]) -> dict:
 def _cmd_train(args: argparse.Namespace) -> int:
     from svlib.train import train
 
-    out = train(args.config, resume=args.resume, overrides=_parse_overrides(args.override), reuse=args.reuse)
+    out = train(args.config, resume=args.resume, overrides=_parse_overrides(args.override), reuse=args.reuse,
+                profile=args.profile, results_dir=args.results_dir, record=not args.no_record)
     print(f"trained model written to {out}")
     return 0
 
@@ -128,9 +129,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_prune(args: argparse.Namespace) -> int:
     from svlib.distill import prune
 
-    out = prune(args.config, resume=args.resume, overrides=_parse_overrides(args.override), reuse=args.reuse)
+    out = prune(args.config, resume=args.resume, overrides=_parse_overrides(args.override), reuse=args.reuse,
+                profile=args.profile, results_dir=args.results_dir, record=not args.no_record)
     print(f"pruned/distilled model written to {out}")
     return 0
+
+
+def add_record_args(p: argparse.ArgumentParser, what: str,
+                    profile_default: str = "<name> for a config under configs/<name>/, else custom") -> None:
+    """``--profile``, ``--results-dir`` and ``--no-record``: where a command records its run (svlib.results)."""
+    p.add_argument("--profile", default=None, help=f"profile written with {what} (default: {profile_default})")
+    p.add_argument("--results-dir", default=None,
+                   help="results store (default: $SVLIB_RESULTS, else <repo>/_build/results)")
+    p.add_argument("--no-record", action="store_true", help=f"do not write {what}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -167,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="skip the stage when exp_dir holds a model made from the same config, data and upstream stage")
         p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                        help=f"override a config key, e.g. {override} (repeatable)")
+        add_record_args(p, "the run's train record (steps, final loss/accuracy, validation EER, parameters)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("bench", help="benchmarks (timings measured in one process)")

@@ -35,6 +35,7 @@ from torch import nn
 
 from svlib.data.loader import TrainData, build_train_loader
 from svlib.model import load_model
+from svlib.profiles import profile_of_config
 from svlib.pruning import (
     AugmentedLagrangian,
     GatedW2VBertEncoder,
@@ -209,7 +210,8 @@ class DistillTrainer(StageTrainer):
         return out
 
 
-def prune(config_path: str | Path, resume: bool = False, overrides: dict | None = None, reuse: bool = False) -> Path:
+def prune(config_path: str | Path, resume: bool = False, overrides: dict | None = None, reuse: bool = False, *,
+          profile: str | None = None, results_dir: str | Path | None = None, record: bool = True) -> Path:
     """Run one pruning stage from its YAML file (the body of ``svlib prune``); returns the final model directory.
 
     Args:
@@ -218,5 +220,8 @@ def prune(config_path: str | Path, resume: bool = False, overrides: dict | None 
         overrides: ``{"key.sub": value}`` replacing YAML keys.
         reuse: skip the stage when ``exp_dir/model`` was made from the same configuration, data and upstream
             stages (see :func:`svlib.train.train`).
+        profile, results_dir, record: the run's ``train`` record, as in :func:`svlib.train.train`.
     """
-    return run_stage(DistillConfig.from_yaml(config_path, overrides), DistillTrainer, resume=resume, reuse=reuse)
+    return run_stage(DistillConfig.from_yaml(config_path, overrides), DistillTrainer, resume=resume, reuse=reuse,
+                     profile=profile or profile_of_config(config_path) or "custom", results_dir=results_dir,
+                     record=record)

@@ -64,6 +64,18 @@ def profile_data(name: str, data_root: str | os.PathLike | None = None) -> Profi
                        settings.get("train_name", "custom"), settings.get("test_name", "custom"))
 
 
+def profile_of_config(path: str | os.PathLike) -> str | None:
+    """The profile a config file belongs to: ``<name>`` for a file under ``configs/<name>/`` (a folder with a
+    ``profile.yaml``), else ``None`` (a config kept elsewhere says nothing about its profile)."""
+    try:
+        rel = Path(path).resolve().relative_to(CONFIG_ROOT.resolve())
+    except ValueError:
+        return None
+    if len(rel.parts) < 2 or not (CONFIG_ROOT / rel.parts[0] / "profile.yaml").is_file():
+        return None
+    return rel.parts[0]
+
+
 def available_profiles() -> list[str]:
     return sorted(p.parent.name for p in CONFIG_ROOT.glob("*/profile.yaml"))
 

@@ -45,7 +45,7 @@ from svlib.data.loader import TrainData, build_train_loader
 from svlib.encoder import LoRAConfig
 from svlib.losses import ArcMarginProduct
 from svlib.model import SpeakerModel, load_model
-from svlib.profiles import expand_env
+from svlib.profiles import expand_env, profile_of_config
 from svlib.scoring import cosine_scores, evaluate_scores, extract_embeddings
 from svlib.atomic import atomic_write
 
@@ -580,7 +580,8 @@ def finished_model(config) -> Path | None:
     return model if recorded == stage_fingerprint(config) else None
 
 
-def train(config_path: str | Path, resume: bool = False, overrides: dict | None = None, reuse: bool = False) -> Path:
+def train(config_path: str | Path, resume: bool = False, overrides: dict | None = None, reuse: bool = False, *,
+          profile: str | None = None, results_dir: str | Path | None = None, record: bool = True) -> Path:
     """Run one stage from its YAML file (the body of ``svlib train``); returns the final model directory.
 
     Args:
@@ -590,40 +591,106 @@ def train(config_path: str | Path, resume: bool = False, overrides: dict | None 
         reuse: return ``exp_dir/model`` without training when it was trained from the same configuration, data
             and upstream stage (:func:`finished_model`); otherwise train, replacing this stage's earlier outputs
             (checkpoints, model, metrics) in ``exp_dir``. The book chapters share trained models this way.
+        profile: the profile the run belongs to (default: ``<name>`` for a config under ``configs/<name>/``, else
+            ``custom``); written to ``done.json`` and to the results record.
+        results_dir: where the run is recorded (:func:`record_stage`; default
+            :func:`svlib.results.default_results_dir`).
+        record: write the ``train`` record of the run.
     """
-    return run_stage(StageConfig.from_yaml(config_path, overrides), Trainer, resume=resume, reuse=reuse)
+    return run_stage(StageConfig.from_yaml(config_path, overrides), Trainer, resume=resume, reuse=reuse,
+                     profile=profile or profile_of_config(config_path) or "custom", results_dir=results_dir,
+                     record=record)
 
 
-def run_stage(config, trainer_cls, resume: bool = False, reuse: bool = False) -> Path:
-    """Run ``trainer_cls(config).fit()`` with the resume / reuse rules of :func:`train`; write ``done.json``.
+def run_stage(config, trainer_cls, resume: bool = False, reuse: bool = False, *, profile: str = "custom",
+              results_dir: str | Path | None = None, record: bool = True) -> Path:
+    """Run ``trainer_cls(config).fit()`` with the resume / reuse rules of :func:`train`; write ``done.json`` and
+    (with ``record``) the run's ``train`` record (:func:`record_stage`), also when a finished model is reused.
 
     Shared by the speaker-verification stages (:class:`Trainer`) and the pruning stages
     (:class:`svlib.distill.DistillTrainer`).
     """
     exp_dir = Path(config.exp_dir)
-    if reuse:
-        model = finished_model(config)
-        if model is not None:
-            logger.info("%s: reusing %s (same configuration, data and upstream stage)", config.name, model)
-            return model
-        stale = [exp_dir / n for n in ("checkpoints", "model", "metrics.jsonl", DONE_NAME) if (exp_dir / n).exists()]
-        if stale and init_distributed_rank() == 0:
-            logger.info("%s: replacing outputs of another configuration in %s", config.name, exp_dir)
-            for path in stale:
-                shutil.rmtree(path) if path.is_dir() else path.unlink()
-        resume = False
-    trainer = trainer_cls(config)
-    if resume:
-        trainer.resume()
-    elif latest_checkpoint(config.exp_dir) is not None:
-        raise FileExistsError(
-            f"{config.exp_dir} already holds checkpoints: pass --resume to continue, or choose another exp_dir"
-        )
-    out = trainer.fit()
-    if trainer.dist.is_main:
-        payload = {"fingerprint": stage_fingerprint(config), "stage": config.name, "steps": trainer.step}
-        atomic_write(exp_dir / DONE_NAME, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
-    return out
+    is_main = init_distributed_rank() == 0
+    model = finished_model(config) if reuse else None
+    if model is not None:
+        logger.info("%s: reusing %s (same configuration, data and upstream stage)", config.name, model)
+    else:
+        if reuse:
+            stale = [exp_dir / n for n in ("checkpoints", "model", "metrics.jsonl", DONE_NAME) if (exp_dir / n).exists()]
+            if stale and is_main:
+                logger.info("%s: replacing outputs of another configuration in %s", config.name, exp_dir)
+                for path in stale:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+            resume = False
+        trainer = trainer_cls(config)
+        if resume:
+            trainer.resume()
+        elif latest_checkpoint(config.exp_dir) is not None:
+            raise FileExistsError(
+                f"{config.exp_dir} already holds checkpoints: pass --resume to continue, or choose another exp_dir"
+            )
+        model = trainer.fit()
+        if trainer.dist.is_main:
+            payload = {"fingerprint": stage_fingerprint(config), "stage": config.name, "steps": trainer.step,
+                       "profile": profile}
+            atomic_write(exp_dir / DONE_NAME, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
+    if record and is_main:
+        record_stage(config, profile=profile, results_dir=results_dir)
+    return model
+
+
+def stage_summary(exp_dir: str | Path) -> dict:
+    """What a finished stage's ``metrics.jsonl`` says at its end, as one flat dict of numbers.
+
+    ``steps`` and ``epochs``; ``loss``, ``accuracy`` and ``distill`` averaged over the steps of the last epoch (one
+    step is noisy); the last value of every other per-step number (``lr``, ``margin``, ``sparsity``, ``lambda1`` …);
+    the last value of each non-step number (``valid_eer_percent``, ``valid_min_dcf_0.01``, ``final_sparsity`` …);
+    ``train_seconds`` from the first to the last record (idle time between a stop and its resume included).
+    """
+    records = read_metrics(exp_dir)
+    if not records:
+        raise ValueError(f"{Path(exp_dir) / 'metrics.jsonl'} is empty: the stage recorded no step")
+    steps = [r for r in records if "loss" in r]
+    summary: dict = {"steps": max(int(r.get("step", 0)) for r in records)}
+    if steps:
+        epochs = max(float(r.get("epoch", 0.0)) for r in steps)
+        summary["epochs"] = epochs
+        last_epoch = [r for r in steps if float(r.get("epoch", 0.0)) > math.ceil(epochs) - 1] or steps[-1:]
+        for key in ("loss", "accuracy", "distill"):
+            values = [r[key] for r in last_epoch if isinstance(r.get(key), (int, float))]
+            if values:
+                summary[key] = sum(values) / len(values)
+    skip = {"time", "step", "epoch", "loss", "accuracy", "distill", "grad_norm"}
+    for r in records:
+        summary.update({k: v for k, v in r.items() if k not in skip and isinstance(v, (int, float))
+                        and not isinstance(v, bool) and math.isfinite(v)})
+    times = [r["time"] for r in records if isinstance(r.get("time"), (int, float))]
+    if times:
+        summary["train_seconds"] = max(times) - min(times)
+    return summary
+
+
+def record_stage(config, *, profile: str, results_dir: str | Path | None = None) -> Path:
+    """Record a finished stage in the results store: ``kind="train"``, ``name=config.name``, the
+    :func:`stage_summary` of its ``exp_dir`` and the parameter count of its model (``model_params``: every tensor
+    of ``model/model.safetensors``, the speaker classifier excluded). Returns the record's path.
+    """
+    from safetensors import safe_open
+
+    from svlib.results import default_results_dir, record_result
+
+    exp_dir = Path(config.exp_dir)
+    metrics = stage_summary(exp_dir)
+    weights = exp_dir / "model" / "model.safetensors"
+    if weights.is_file():
+        with safe_open(str(weights), framework="pt") as f:
+            metrics["model_params"] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    done = exp_dir / DONE_NAME
+    fingerprint = json.loads(done.read_text()).get("fingerprint") if done.is_file() else None
+    return record_result(results_dir if results_dir is not None else default_results_dir(), kind="train",
+                         name=config.name, profile=profile, config=config.to_dict(), metrics=metrics,
+                         extra={"exp_dir": str(exp_dir), "fingerprint": fingerprint})
 
 
 def init_distributed_rank() -> int:

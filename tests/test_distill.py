@@ -9,6 +9,7 @@ import yaml
 from svlib.distill import DistillConfig, prune
 from svlib.model import SpeakerModel, load_model
 from svlib.pruning import PrunedStructure, structure_params, structure_sparsity
+from svlib.results import default_results_dir, load_record
 from svlib.train import read_metrics, train
 from test_train import stage_yaml, write_corpus
 
@@ -64,6 +65,9 @@ def test_prune_then_distill_then_sv_stage(setup):
     assert sum(p.numel() for p in pruned.encoder.parameters()) < sum(
         p.numel() for p in load_model(tmp_path / "teacher").encoder.parameters())
     torch.testing.assert_close(pruned.head.state_dict(), load_model(tmp_path / "teacher").head.state_dict())
+    record = load_record(default_results_dir(), "custom", "train", "prune")["metrics"]  # the run's train record
+    assert record["final_sparsity"] == final["final_sparsity"] and record["target"] == pytest.approx(0.5)
+    assert record["model_params"] == sum(v.numel() for v in pruned.state_dict().values())
 
     out2 = prune(distill_yaml(tmp_path, "distill", prune=False, init_from=str(out.parent), epochs=1))
     assert all("sparsity" not in r for r in read_metrics(out2.parent))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from svlib.profiles import available_profiles, load_profile
+from svlib.profiles import CONFIG_ROOT, available_profiles, load_profile, profile_of_config
 
 
 def test_profiles_exist_and_resolve(monkeypatch):
@@ -37,3 +37,11 @@ def test_profile_data_names_every_unset_variable_and_missing_path(monkeypatch, t
     (tmp_path / "trials.txt").write_text("1 a.wav b.wav\n")
     data = profile_data("paper")
     assert data.eval_dir == tmp_path / "nope" and data.trials == tmp_path / "trials.txt"
+
+
+def test_profile_of_config_is_the_configs_folder(tmp_path):
+    assert profile_of_config(CONFIG_ROOT / "demo" / "s1_freeze.yaml") == "demo"
+    assert profile_of_config(CONFIG_ROOT / "paper" / "prune" / "p1_prune.yaml") == "paper"
+    assert profile_of_config(CONFIG_ROOT / "demo" / ".." / "paper" / "s3_lmft.yaml") == "paper"
+    assert profile_of_config(tmp_path / "s1.yaml") is None
+    assert profile_of_config(CONFIG_ROOT / "README.md") is None  # not inside a profile's folder

@@ -118,3 +118,45 @@ def test_logmel_baseline_is_the_mean_of_the_fbank_frames(corpus):
     assert logmel_embeddings(scp)["spk0-utt0"].shape == (80,)
     with pytest.raises(ValueError, match="stats"):
         logmel_embeddings(scp, stats="median")
+
+
+def test_score_records_its_run(corpus, tmp_path, capsys):
+    """``svlib score`` writes an ``eval`` record; with --system its name is the book's, and the tables pick it up."""
+    from svlib.book import book_tables
+    from svlib.results import load_record
+
+    emb = corpus / "emb-record.safetensors"
+    assert run(["embed", "--model", str(corpus / "model"), "--wav-scp", str(corpus / "wav.scp"), "--out", str(emb),
+                "--no-progress"]) == 0
+    stage = tmp_path / "exp" / "lora_adapter_mfa" / "s3_lmft"
+    (stage / "model").mkdir(parents=True)
+    (stage / "done.json").write_text(json.dumps({"stage": "pruned_s3_lmft", "profile": "demo", "steps": 3}))
+    results = tmp_path / "results"
+    base = ["score", "--embeddings", str(emb), "--trials", str(corpus / "trials"), "--model", str(stage / "model"),
+            "--results-dir", str(results), "--json"]
+    capsys.readouterr()
+
+    assert run(base) == 0  # no --system: kept under a name made of the model folder and the trial file
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["record"] == str(results / "demo" / "eval" / "lora_adapter_mfa.s3_lmft.trials.json")
+    assert load_record(results, "demo", "eval", "lora_adapter_mfa.s3_lmft.trials")["metrics"] == payload["results"]
+
+    assert run([*base, "--system", "LoRA_Adapter_MFA-pruned80", "--test-name", "demo"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    name = "LoRA_Adapter_MFA-pruned80.demo.s3_lmft.demo"  # train code from configs/demo/data.yaml, stage from done.json
+    assert payload["record"] == str(results / "demo" / "eval" / f"{name}.json")
+    table3 = book_tables(results)["Table 3"]
+    ours = table3[table3["record"] == name]
+    assert ours["ours"].tolist() == [payload["results"]["cosine"]["eer_percent"]]
+
+    # bad naming flags fail before any scoring; --no-record writes nothing
+    with pytest.raises(ValueError, match="system 'Foo'"):
+        run([*base, "--system", "Foo"])
+    (stage / "done.json").write_text(json.dumps({"stage": "p2_distill"}))
+    with pytest.raises(ValueError, match="give --stage"):
+        run([*base, "--system", "MFA"])
+    assert run([*base, "--system", "MFA", "--stage", "s1_freeze", "--profile", "paper", "--test-name", "x"]) == 0
+    assert (results / "paper" / "eval" / "MFA.vox2+vb2.s1_freeze.x.json").is_file()
+    before = sorted(results.rglob("*.json"))
+    assert run([*base, "--no-record", "--record", "other"]) == 0
+    assert sorted(results.rglob("*.json")) == before

@@ -13,6 +13,7 @@ import torch
 import yaml
 
 from svlib.model import load_model
+from svlib.results import default_results_dir, load_record
 from svlib.train import ScheduleConfig, StageConfig, Trainer, latest_checkpoint, train
 
 
@@ -225,11 +226,38 @@ def test_book_run_stage_launches_torchrun_and_reuses(tmp_path, corpus, monkeypat
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     config = stage_yaml(tmp_path, "launched", epochs=1, batch_size=2)
-    out = run_stage("train", config, gpus=2, overrides={"seed": 7})
+    out = run_stage("train", config, gpus=2, overrides={"seed": 7}, profile="demo")
     steps = [yaml.safe_load(line)["step"] for line in (out.parent / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4] and (out.parent / "done.json").is_file()
+    record = load_record(default_results_dir(), "demo", "train", "launched")  # written by rank 0 only
+    assert record["metrics"]["steps"] == 4 and record["config"]["seed"] == 7
     done = (out.parent / "done.json").read_text()
     assert run_stage("train", config, gpus=1, overrides={"seed": 7}) == out  # same fingerprint: not trained again
     assert (out.parent / "done.json").read_text() == done
     with pytest.raises(RuntimeError, match="exit code"):
         run_stage("train", config, gpus=2, overrides={"batch_size": 0})
+
+
+def test_a_run_records_its_summary(tmp_path, corpus):
+    """Each stage run writes a ``train`` record: its steps, the last epoch's mean loss, the model's parameters."""
+    from svlib.cli import main
+
+    config = stage_yaml(tmp_path, "recorded", epochs=2)
+    assert main(["train", "--config", str(config), "--profile", "demo"]) == 0
+    exp = tmp_path / "exp" / "recorded"
+    record = load_record(default_results_dir(), "demo", "train", "recorded")
+    steps = [yaml.safe_load(line) for line in (exp / "metrics.jsonl").read_text().splitlines()]
+    second_epoch = [r["loss"] for r in steps if 1 < r["epoch"] <= 2]
+    assert len(second_epoch) == len(steps) // 2 == 4  # 16 utterances, batch 4
+    m = record["metrics"]
+    assert m["steps"] == yaml.safe_load((exp / "done.json").read_text())["steps"] == len(steps)
+    assert m["loss"] == pytest.approx(sum(second_epoch) / 4) and m["epochs"] == 2
+    assert m["model_params"] == sum(v.numel() for v in load_model(exp / "model").state_dict().values())
+    assert record["profile"] == "demo" and yaml.safe_load((exp / "done.json").read_text())["profile"] == "demo"
+    assert record["extra"]["exp_dir"] == str(exp)
+
+    # no profile given and a config outside configs/<profile>/: "custom"; --no-record writes nothing
+    train(stage_yaml(tmp_path, "anywhere", epochs=1))
+    assert (default_results_dir() / "custom" / "train" / "anywhere.json").is_file()
+    assert main(["train", "--config", str(stage_yaml(tmp_path, "silent", epochs=1)), "--no-record"]) == 0
+    assert not list(default_results_dir().rglob("silent.json"))

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 logger = logging.getLogger(__name__)
@@ -148,11 +150,64 @@ def _score(args: argparse.Namespace) -> dict:
     return {**payload, "top_n": args.top_n, **result.to_dict()}
 
 
+def _code(text: str) -> str:
+    """``text`` as a record-name code: lower case, characters other than letters, digits and ``_+-`` made ``-``."""
+    return re.sub(r"[^a-z0-9_+-]", "-", text.lower()).strip("-_+") or "x"
+
+
+def _record_target(args: argparse.Namespace) -> tuple[str, str]:
+    """``(profile, name)`` of the ``eval`` record of this run, worked out before any scoring (a bad flag fails
+    before minutes of extraction).
+
+    The profile: ``--profile``, else the one in the model's ``done.json`` (written by ``svlib train``), else
+    ``custom``. The name: ``--record``; else, with ``--system``, the book's convention
+    (:func:`svlib.book.eval_record_name`) from ``--system``, ``--stage`` (default: the model's stage from
+    ``done.json``), ``--train-name`` (default: the profile's ``train_name`` in ``configs/<profile>/data.yaml``) and
+    ``--test-name`` (default: the trial file's name); else ``<model folder>.<trial file>``, kept in the store but
+    not placed in Tables 1–3.
+    """
+    from svlib.book import STAGES, eval_record_name
+    from svlib.profiles import CONFIG_ROOT
+
+    done: dict = {}
+    if args.model:
+        path = Path(args.model)
+        file = next((d / "done.json" for d in (path, path.parent) if (d / "done.json").is_file()), None)
+        done = json.loads(file.read_text()) if file is not None else {}
+    profile = args.profile or done.get("profile") or "custom"
+    if args.record:
+        return profile, args.record
+    trials = _code(Path(args.trials).name.split(".")[0])
+    if not args.system:
+        source = Path(args.model or args.embeddings or "embeddings")
+        parts = source.parts[-3:-1] if source.name == "model" else (source.parent.name, source.stem)
+        return profile, re.sub(r"[^A-Za-z0-9_.+@=-]", "-", ".".join(p for p in parts if p) + f".{trials}").strip(".")
+    stage = args.stage or next((s for s in (done.get("stage"), str(done.get("stage", "")).removeprefix("pruned_"))
+                                if s in STAGES), None)
+    if stage is None:
+        raise ValueError(f"--system {args.system}: the model's last stage is unknown ({done.get('stage')!r} in its "
+                         f"done.json): give --stage, one of {list(STAGES)}")
+    train = args.train_name
+    if train is None:
+        data = CONFIG_ROOT / profile / "data.yaml"
+        train = (yaml.safe_load(data.read_text()) or {}).get("train_name") if data.is_file() else None
+    return profile, eval_record_name(args.system, train or "custom", stage, args.test_name or trials)
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
+    record = None if args.no_record else _record_target(args)
     try:
         payload = _score(args)
     except KeyError as e:  # a key missing from embeddings, durations or lists: a user-input error
         raise ValueError(e.args[0] if e.args else str(e)) from e
+    if record is not None:
+        from svlib.results import default_results_dir, record_result
+
+        profile, name = record
+        path = record_result(args.results_dir or default_results_dir(), kind="eval", name=name, profile=profile,
+                             metrics=payload["results"],
+                             extra={k: v for k, v in payload.items() if k != "results"} | {"trials": str(args.trials)})
+        payload["record"] = str(path)
     if args.json:
         print(json.dumps(payload, indent=2))
         return 0
@@ -161,6 +216,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(f"{'scoring':<14}{'EER (%)':>10}{'minDCF(0.01)':>15}{'minDCF(0.05)':>15}")
     for name, r in payload["results"].items():
         print(f"{name:<14}{r['eer_percent']:>10.3f}{r['min_dcf_0.01']:>15.4f}{r['min_dcf_0.05']:>15.4f}")
+    if record is not None:
+        print(f"recorded as eval/{record[1]} ({record[0]} profile): {payload['record']}")
     return 0
 
 
@@ -194,5 +251,19 @@ def add_scoring_parsers(subparsers) -> None:
     p.add_argument("--calibration-trials", type=int, default=10_000, help="QMF calibration trials (default 10000)")
     p.add_argument("--calibration-seed", type=int, default=0, help="seed of the calibration-trial draw")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--record", metavar="NAME", help="name of the eval record (default: from --system/--stage/"
+                   "--train-name/--test-name, else <model folder>.<trial file>)")
+    p.add_argument("--system", help="Table 2 model of the record name: ECAPA-TDNN, MFA, Adapter_MFA, "
+                   "LoRA_Adapter_MFA, optionally -pruned<NN> (places the record in the book's Tables 1-3)")
+    p.add_argument("--stage", help="last stage of the model: s1_freeze, s2_joint, s3_lmft, s3_lmft_after_s1 "
+                   "(default: from the model's done.json)")
+    p.add_argument("--train-name", help="training-data code: vox2, vox2+vb2, cnceleb, ... (default: the profile's "
+                   "train_name in configs/<profile>/data.yaml)")
+    p.add_argument("--test-name", help="trial-list code: vox1-o, vox1-e, vox1-h, cnceleb, ... (default: the trial "
+                   "file's name)")
+    from svlib.cli import add_record_args
+
+    add_record_args(p, "the eval record (EER, minDCF per scoring)",
+                    profile_default="the model's, from the done.json that svlib train wrote, else custom")
     _add_extraction_args(p)
     p.set_defaults(func=_cmd_score)
