@@ -148,10 +148,17 @@ def model_complexity(model: SpeakerModel, name: str = "", seconds: float = 1.0) 
     )
 
 
-def table2_complexity(encoder: str = "w2v-bert-2.0", seconds: float = 1.0, lora: LoRAConfig | None = None):
-    """:class:`Complexity` of every Table 2 variant, built at full size on the meta device."""
+def table2_complexity(encoder: str = "w2v-bert-2.0", seconds: float = 1.0, lora: LoRAConfig | None = None,
+                      variants: list[str] | None = None):
+    """:class:`Complexity` of the Table 2 variants (default: all, in table order; else those named in ``variants``),
+    built at full size on the meta device."""
+    unknown = sorted(set(variants or ()) - set(TABLE2_VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown Table 2 variants {unknown}: expected some of {list(TABLE2_VARIANTS)}")
     rows = []
     for name, variant in TABLE2_VARIANTS.items():
+        if variants is not None and name not in variants:
+            continue
         model = SpeakerModel.build(
             encoder, head=variant["head"], lora=(lora or LoRAConfig()) if variant["lora"] else None, meta=True
         )

@@ -52,3 +52,10 @@ def test_cli_params_json(capsys):
     names = [v["model"] for v in out["variants"]]
     assert names == ["ECAPA-TDNN", "MFA", "Adapter_MFA", "LoRA_Adapter_MFA"]
     assert out["variants"][3]["params_label"] == "580+12.5M"
+
+
+def test_one_variant_counts_as_in_the_full_table(rows):
+    (one,) = table2_complexity(variants=["LoRA_Adapter_MFA"])
+    assert one == rows["LoRA_Adapter_MFA"]
+    with pytest.raises(ValueError, match="unknown Table 2 variants"):
+        table2_complexity(variants=["LoRA"])
