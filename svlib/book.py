@@ -46,8 +46,8 @@ Chapters and the ``svlib train|prune|score`` commands record what they measure w
 
 How a record meets a paper number: "score calibration" no/yes is cosine / AS-norm + QMF scoring; the paper's mDCF is
 compared with ``min_dcf_0.01`` (p_target = 0.01); MACs and FLOPs in G, parameters in M, sparsity in %. A record whose
-``train`` or ``test`` is not the paper's (the ``demo`` profile's) is shown as its own row right after the paper rows
-of the same system, stage and scoring, with an empty paper value: next to the paper's number, never in its place.
+``train`` or ``test`` is not the paper's (the ``demo`` profile's) is shown as its own row right after the first paper
+row of the same system, stage, scoring and metric, with an empty paper value: next to the paper's number, never in its place.
 """
 
 from __future__ import annotations
@@ -532,8 +532,8 @@ def book_tables(results_dir: str | os.PathLike | None = None,
 
     One row per printed number (columns :data:`TABLE_COLUMNS`): ``paper`` is the paper's value, ``ours`` the value of
     the matching record and ``profile`` the profile that made it (one row per profile when several did). Records of
-    other training or test data (e.g. the ``demo`` profile's) follow the paper rows of the same system, stage and
-    scoring, with ``paper`` empty. Reproductions listed next to the paper keep their ``source``.
+    other training or test data (e.g. the ``demo`` profile's) follow the first paper row of the same system, stage,
+    scoring and metric, with ``paper`` empty. Reproductions listed next to the paper keep their ``source``.
 
     Args:
         results_dir: the results store (default :func:`svlib.results.default_results_dir`).
@@ -584,12 +584,13 @@ def _join(paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
     key = ["record", "metric", "calibration"]
     paper = paper.rename(columns={"value": "paper"}).assign(order=lambda d: d.index.astype(float))
     merged = paper.merge(ours, on=key, how="left")
-    # records of other data (demo): after the last paper row of the same (system, stage, calibration, metric)
+    # records of other data (demo): after the first paper row of the same (system, stage, calibration, metric),
+    # i.e. next to the table's headline block (VoxCeleb2 / Vox1-O) rather than after its CN-Celeb rows
     slots = {}
     for i, row in paper.iterrows():
         slot = _slot(row["record"])
         if slot is not None:
-            slots[(*slot, row["calibration"], row["metric"])] = i
+            slots.setdefault((*slot, row["calibration"], row["metric"]), i)
     extra = []
     for _, row in ours[~ours["record"].isin(set(paper["record"]))].iterrows():
         slot = _slot(row["record"])

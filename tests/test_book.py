@@ -121,3 +121,16 @@ def test_config_keeps_the_build_strict():
     sphinx = config["sphinx"]["config"]
     assert sphinx["nb_execution_raise_on_error"] is True
     assert "://" not in sphinx["mathjax_path"], "MathJax must be the vendored local copy"
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_papermill_reads_every_parameter(entry, caplog):
+    """papermill parses each line of the parameters cell (`papermill --help-notebook`, `svlib book run -p`); a line
+    it cannot parse (one with a second "=", e.g. in its comment) is skipped with a warning and its parameter goes unlisted."""
+    from papermill.translators import PythonTranslator
+
+    first = next(c for c in _notebook(entry)["cells"] if c["cell_type"] == "code")
+    with caplog.at_level("WARNING", logger="papermill.translators"):
+        names = {p.name for p in PythonTranslator.inspect({"source": _source(first)})}
+    assert not caplog.records, f"{entry}: {[r.getMessage() for r in caplog.records]}"
+    assert names == {name for name, _ in _assignments(_source(first))}

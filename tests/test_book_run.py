@@ -193,6 +193,8 @@ def test_book_tables_join_paper_and_ours(tmp_path, capsys):
     assert t3[(t3.record == "LoRA_Adapter_MFA-pruned80") & (t3.metric == "sparsity")].ours.iloc[0] == pytest.approx(79)
     t2 = tables["Table 2"]
     assert t2[t2.record == demo].variant.tolist() == ["++ LMFT"]
+    i = t2.index[t2.record == demo][0]  # next to the first (VoxCeleb2) block's row, not the VoxBlink2 block's
+    assert t2.record[i - 1] == "LoRA_Adapter_MFA.vox2.s3_lmft.vox1-o"
     assert t2.ours.notna().sum() == 2 and t2.paper.notna().sum() == 24  # the paper record is in Table 2 too
 
     import argparse
