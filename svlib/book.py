@@ -84,6 +84,7 @@ __all__ = [
     "MissingPathsError",
     "add_book_parser",
     "book_tables",
+    "ours_rows",
     "chapter_parameters",
     "check_required_paths",
     "eval_record_name",
@@ -608,6 +609,16 @@ def _join(paper: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
     return table[TABLE_COLUMNS]
 
 
+def ours_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a :func:`book_tables` table that hold this project's numbers, each row of other data (the demo's)
+    preceded by the paper row it follows, in the table's order; the reference-only columns are dropped."""
+    mine = table["ours"].notna()
+    other_data = table["source"].eq("this project")
+    keep = mine | other_data.shift(-1, fill_value=False)
+    columns = [c for c in TABLE_COLUMNS if c not in ("frontend", "params", "source", "record")]
+    return table.loc[keep, columns].reset_index(drop=True)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Command line
 # ----------------------------------------------------------------------------------------------------------------
@@ -632,6 +643,9 @@ def add_book_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
     p = sub.add_parser("tables", help="Tables 1-3: the paper's numbers next to the recorded results")
     p.add_argument("--results", default=None, help="results store (default $SVLIB_RESULTS or _build/results)")
+    p.add_argument("--ours", action="store_true",
+                   help="only the rows with this project's numbers, each demo-data row after the paper row it "
+                   "sits next to")
     p.add_argument("--json", action="store_true", help="print JSON")
     book.set_defaults(func=cmd_book)
     return book
@@ -641,6 +655,8 @@ def cmd_book(args: argparse.Namespace) -> int:
     """Run ``svlib book run|tables``; returns the exit status (1 when a chapter fails)."""
     if args.book_command == "tables":
         tables = book_tables(args.results)
+        if args.ours:
+            tables = {name: ours_rows(df) for name, df in tables.items()}
         if args.json:
             payload = {name: df.astype(object).where(df.notna(), None).to_dict(orient="records")
                        for name, df in tables.items()}

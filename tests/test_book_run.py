@@ -206,6 +206,15 @@ def test_book_tables_join_paper_and_ours(tmp_path, capsys):
     payload = json.loads(capsys.readouterr().out)
     assert set(payload) == {"Table 1", "Table 2", "Table 3"} and any(r["ours"] == 0.13 for r in payload["Table 1"])
 
+    # --ours: the rows with our numbers, the demo row after the paper row it sits next to, nothing else
+    compact = book.ours_rows(t2)
+    assert compact["paper"].tolist()[::2] == [0.24, 0.14] and compact["ours"].tolist()[1:] == [6.5, 0.15]
+    assert math.isnan(compact["ours"][0]) and math.isnan(compact["paper"][1]) and "record" not in compact
+    args = parser.parse_args(["book", "tables", "--results", str(results), "--ours"])
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "6.5" in out and "0.13" in out and "CAM++" not in out
+
 
 def test_eval_record_names_are_checked():
     assert eval_record_name("MFA", "vox2", "s1_freeze", "vox1-o") == "MFA.vox2.s1_freeze.vox1-o"
