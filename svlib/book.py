@@ -84,10 +84,10 @@ __all__ = [
     "MissingPathsError",
     "add_book_parser",
     "book_tables",
-    "ours_rows",
     "chapter_parameters",
     "check_required_paths",
     "eval_record_name",
+    "ours_rows",
     "parse_eval_record_name",
     "required_paths",
     "run_book",
@@ -435,9 +435,6 @@ def _source_cell(src: Path, executed: Path, index: int) -> tuple[int, str]:
     return original, next((ln for ln in lines if ln.strip()), "")
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Results tables
-# ----------------------------------------------------------------------------------------------------------------
 def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrides: Mapping | None = None,
               reuse: bool = True, profile: str | None = None, results_dir: str | os.PathLike | None = None) -> Path:
     """Run one stage the way a chapter needs it at its profile's scale; returns the stage's model directory.
@@ -497,6 +494,9 @@ def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrid
     return Path(exp_dir) / "model"
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Results tables
+# ----------------------------------------------------------------------------------------------------------------
 def eval_record_name(system: str, train: str, stage: str, test: str) -> str:
     """The ``name`` of an ``eval`` record: ``<system>.<train>.<stage>.<test>`` (see the module docstring).
 

@@ -554,6 +554,11 @@ DONE_NAME = "done.json"
 """Written to ``exp_dir`` after the final model: the stage's fingerprint (see :func:`stage_fingerprint`)."""
 
 
+def find_done(path: str | Path) -> Path | None:
+    """The ``done.json`` of the stage at ``path``: an ``exp_dir`` or its ``model`` folder (``None`` if absent)."""
+    return next((d / DONE_NAME for d in (Path(path), Path(path).parent) if (d / DONE_NAME).is_file()), None)
+
+
 def stage_fingerprint(config) -> str:
     """SHA-256 of what a stage's result depends on: its configuration, its training list (``wav.scp`` and
     ``utt2spk`` contents) and the fingerprints of the stages it starts from (``init_from``, and a pruning stage's
@@ -564,8 +569,7 @@ def stage_fingerprint(config) -> str:
         h.update(path.read_bytes() if path.is_file() else b"")
     for upstream in (getattr(config, "init_from", None), getattr(config, "teacher", None)):
         if upstream:
-            done = next((d / DONE_NAME for d in (Path(upstream), Path(upstream).parent) if (d / DONE_NAME).is_file()),
-                        None)
+            done = find_done(upstream)
             h.update(done.read_bytes() if done is not None else b"no fingerprint")
     return h.hexdigest()
 

@@ -168,12 +168,10 @@ def _record_target(args: argparse.Namespace) -> tuple[str, str]:
     """
     from svlib.book import STAGES, eval_record_name
     from svlib.profiles import CONFIG_ROOT
+    from svlib.train import find_done
 
-    done: dict = {}
-    if args.model:
-        path = Path(args.model)
-        file = next((d / "done.json" for d in (path, path.parent) if (d / "done.json").is_file()), None)
-        done = json.loads(file.read_text()) if file is not None else {}
+    file = find_done(args.model) if args.model else None
+    done = json.loads(file.read_text()) if file is not None else {}
     profile = args.profile or done.get("profile") or "custom"
     if args.record:
         return profile, args.record
