@@ -93,14 +93,38 @@ def build_hf_encoder(name_or_path: str | Path, *, meta: bool = False, **override
         (Path(name_or_path) / f).is_file() for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
     )
     if meta:
-        with torch.device("meta"):
-            model = Wav2Vec2BertModel(config)
-        return model.to("meta")  # masked_spec_embed is created with torch.Tensor(), which ignores the default device
+        return new_hf_encoder(config, meta=True)
     if has_weights:
         logger.info("loading w2v-BERT 2.0 weights from %s", name_or_path)
-        return Wav2Vec2BertModel.from_pretrained(str(name_or_path), config=config, local_files_only=True)
+        model = Wav2Vec2BertModel.from_pretrained(str(name_or_path), config=config, local_files_only=True)
+        return drop_spec_augment_embedding(model)  # the released checkpoint holds masked_spec_embed
     logger.info("building a randomly initialised w2v-BERT encoder from config %r", str(name_or_path))
-    return Wav2Vec2BertModel(config)
+    return new_hf_encoder(config)
+
+
+def new_hf_encoder(config: Wav2Vec2BertConfig, *, meta: bool = False) -> Wav2Vec2BertModel:
+    """A ``Wav2Vec2BertModel`` built from ``config`` (random weights, or on the meta device), without the
+    parameters speaker verification never uses (:func:`drop_spec_augment_embedding`)."""
+    if not meta:
+        return drop_spec_augment_embedding(Wav2Vec2BertModel(config))
+    with torch.device("meta"):
+        model = Wav2Vec2BertModel(config)
+    # masked_spec_embed is created with torch.Tensor(), which ignores the default device
+    return drop_spec_augment_embedding(model).to("meta")
+
+
+def drop_spec_augment_embedding(model: Wav2Vec2BertModel) -> Wav2Vec2BertModel:
+    """Delete ``masked_spec_embed`` when SpecAugment is off (``apply_spec_augment: false``); return ``model``.
+
+    The released config has ``mask_time_prob: 0.05`` (so transformers creates the 1,024-value embedding that
+    SpecAugment writes into masked frames during pre-training) but ``apply_spec_augment: false``, so the forward pass
+    never reads it. Left in place, it becomes trainable when the encoder is unfrozen and never receives a gradient,
+    and DDP (``find_unused_parameters=False``) stops at the second step ("Expected to have finished reduction in the
+    prior iteration"). WeSpeaker deletes it before fine-tuning, and the authors' checkpoints do not have it.
+    """
+    if not model.config.apply_spec_augment and getattr(model, "masked_spec_embed", None) is not None:
+        del model.masked_spec_embed
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
+from transformers import Wav2Vec2BertConfig
 
 from svlib import __version__
 from svlib.audio import load_audio
-from svlib.encoder import LoRAConfig, W2VBertEncoder
+from svlib.encoder import LoRAConfig, W2VBertEncoder, new_hf_encoder
 from svlib.features import FeatureExtractor
 from svlib.heads import HeadConfig, build_head
 from svlib.atomic import atomic_write
@@ -194,8 +194,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Sp
     except json.JSONDecodeError as e:
         raise ValueError(f"{config_file} is not valid JSON: {e}") from e
 
+    hf_model = new_hf_encoder(Wav2Vec2BertConfig(**config.encoder), meta=True)
     with torch.device("meta"):
-        hf_model = Wav2Vec2BertModel(Wav2Vec2BertConfig(**config.encoder))
         head = build_head(config.head)
     if "intermediate_size_group" in config.encoder:
         # a pruned encoder (§2.6): its config carries the structure in the authors' keys; resize the modules to it.
@@ -210,6 +210,9 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> Sp
         model.encoder.add_lora(config.lora)
 
     state = load_file(str(weights_file), device=str(map_location))
+    for key in [k for k in state if k.endswith("masked_spec_embed") and k not in model.state_dict()]:
+        logger.info("%s: dropping %s (unused while SpecAugment is off; earlier svlib versions saved it)", weights_file, key)
+        del state[key]
     result = model.load_state_dict(state, strict=False, assign=True)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(

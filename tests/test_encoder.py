@@ -18,9 +18,40 @@ def tiny(**overrides):
 
 
 def test_full_config_parameter_count_is_the_papers_580M():
+    """The released model has 580,493,120 parameters; svlib drops the 1,024 of SpecAugment's masked_spec_embed."""
     enc = W2VBertEncoder.from_name_or_path("w2v-bert-2.0", meta=True)
-    assert sum(p.numel() for p in enc.parameters()) == 580_493_120
+    assert sum(p.numel() for p in enc.parameters()) == 580_492_096
+    with torch.device("meta"):
+        released = Wav2Vec2BertModel(encoder_config("w2v-bert-2.0"))
+    assert sum(p.numel() for p in released.parameters()) == 580_493_120 == 580_492_096 + 1024
     assert enc.num_states == 25 and enc.hidden_size == 1024
+
+
+SIZE_FIELDS = {"hidden_size", "intermediate_size", "num_attention_heads", "num_hidden_layers", "output_hidden_size"}
+
+
+def test_tiny_config_mirrors_every_structural_switch_of_the_released_config():
+    """`tiny` differs from w2v-bert-2.0 only in sizes, so fast tests see what full-size runs see (the released
+    config's mask_time_prob 0.05 once hid a DDP crash from tests on a tiny config with 0.0)."""
+    tiny_cfg, full_cfg = encoder_config("tiny").to_dict(), encoder_config("w2v-bert-2.0").to_dict()
+    assert tiny_cfg.keys() == full_cfg.keys()
+    differing = {k for k in full_cfg if tiny_cfg[k] != full_cfg[k]} - {"transformers_version"}
+    assert differing == SIZE_FIELDS
+    assert full_cfg["mask_time_prob"] == tiny_cfg["mask_time_prob"] == 0.05 and not tiny_cfg["apply_spec_augment"]
+
+
+def test_every_trainable_parameter_gets_a_gradient(tmp_path):
+    """DDP (find_unused_parameters=False) needs a gradient for every trainable parameter: built from the named
+    config, from a checkpoint directory whose weights hold masked_spec_embed, and on the meta device."""
+    hf = Wav2Vec2BertModel(encoder_config("tiny"))
+    assert hf.masked_spec_embed is not None  # transformers creates it (mask_time_prob > 0)
+    hf.save_pretrained(tmp_path)
+    for enc in (tiny(), W2VBertEncoder(build_hf_encoder(tmp_path)), W2VBertEncoder.from_name_or_path("tiny", meta=True)):
+        assert not any(name.endswith("masked_spec_embed") for name, _ in enc.named_parameters())
+    enc = tiny().train().freeze(False)
+    enc(torch.randn(2, 13, 160)).square().mean().backward()
+    no_grad = [n for n, p in enc.named_parameters() if p.requires_grad and p.grad is None]
+    assert no_grad == []
 
 
 def test_hidden_states_are_stacked_projection_plus_layers():
