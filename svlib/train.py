@@ -151,6 +151,10 @@ class StageConfig:
     """freeze the pre-trained encoder weights (stage 1); LoRA stays trainable."""
     speed_perturb: bool = True
     """speed perturbation 0.9/1.1 as new speakers (×3 classes)."""
+    speed_perturb_speakers: str | None = None
+    """Kaldi data directory whose speakers (its ``utt2spk``) get speed perturbation; ``None``: every speaker. §3.3
+    perturbs VoxCeleb2 only, never VoxBlink2: the paper's configs name the VoxCeleb2-dev directory here, so a
+    VoxCeleb2 + VoxBlink2 training set has 3 × 5,994 + (VoxBlink2 speakers) classes."""
     augment: dict | None = None
     """augmentation sources: ``{musan: DIR, rirs: DIR}`` or ``{demo: true}``; ``None`` disables it (LMFT)."""
     min_frames: int = 200
@@ -195,7 +199,8 @@ class StageConfig:
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "StageConfig":
         """Read a stage YAML; ``overrides`` (``{"schedule.lr": 1e-3, "epochs": 2}``) replace keys."""
         path = Path(path)
-        data = read_stage_yaml(cls, path, overrides, ("exp_dir", "train_dir", "init_from", "valid_dir", "valid_trials"))
+        data = read_stage_yaml(cls, path, overrides, ("exp_dir", "train_dir", "init_from", "valid_dir", "valid_trials",
+                                                      "speed_perturb_speakers"))
         augment = data.get("augment")
         if isinstance(augment, dict):
             data["augment"] = {
@@ -328,30 +333,50 @@ class StageTrainer:
         """The modules whose state a checkpoint holds, by name."""
         raise NotImplementedError
 
-    def state_dict(self) -> dict:
+    def _rng_states(self) -> list[dict]:
+        """The RNG states of every rank, in rank order (each rank draws its own dropout and gate noise)."""
+        states = [None] * self.dist.world_size
+        if self.dist.world_size > 1:
+            dist.all_gather_object(states, _rng_state())
+        else:
+            states[0] = _rng_state()
+        return states
+
+    def state_dict(self, rng: list[dict] | None = None) -> dict:
+        """Modules, optimiser, step, config and ``rng``: the RNG states of all ranks (default: gathered now)."""
         return {
             **{name: module.state_dict() for name, module in self._checkpoint_modules().items()},
             "optimizer": self.optimizer.state_dict(),
             "step": self.step,
-            "rng": _rng_state(),
+            "rng": rng if rng is not None else self._rng_states(),
             "config": self.config.to_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a checkpoint; each rank takes its own RNG state, so the run continues exactly."""
         modules = self._checkpoint_modules()
         expected = {*modules, "optimizer", "step", "rng", "config"}
         if set(state) != expected:
             raise ValueError(f"checkpoint keys {sorted(state)} differ from the expected {sorted(expected)}")
+        rng = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]  # svlib 0.1 kept rank 0's only
+        if len(rng) != self.dist.world_size:
+            raise ValueError(
+                f"the checkpoint was written by {len(rng)} process(es) and this run has {self.dist.world_size}: "
+                f"the data shards and random draws of each rank differ, so resume with torchrun --nproc_per_node "
+                f"{len(rng)} (or start the stage again)"
+            )
         for name, module in modules.items():
             module.load_state_dict(state[name])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = state["step"]
-        _set_rng_state(state["rng"])
+        _set_rng_state(rng[self.dist.rank])
 
     def save_checkpoint(self) -> None:
+        """Write ``checkpoints/step-XXXXXXXX.pt`` (rank 0) with the RNG states gathered from every rank."""
+        rng = self._rng_states()  # a collective: every rank takes part
         if not self.dist.is_main:
             return
-        save_atomic(self.state_dict(), self.exp_dir / "checkpoints" / f"step-{self.step:08d}.pt")
+        save_atomic(self.state_dict(rng), self.exp_dir / "checkpoints" / f"step-{self.step:08d}.pt")
         for old in sorted((self.exp_dir / "checkpoints").glob("step-*.pt"))[: -self.config.keep_checkpoints]:
             old.unlink()
 
