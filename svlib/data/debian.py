@@ -8,6 +8,7 @@ clips into one 16 kHz speech waveform.
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import logging
 import os
@@ -50,10 +51,11 @@ def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
 def fetch_debian_package(name: str, root: str | os.PathLike | None = None) -> Path:
     """Download Debian package ``name`` into ``root/debs`` and unpack it into ``root/pkgs/name``; return the latter.
 
-    Idempotent: a marker file is written after a complete extraction and a later call returns at once.
-    Steps: 1. return early if the marker exists; 2. ``apt-get download name`` (as root, after one
-    ``apt-get update`` if the package lists are missing); 3. ``dpkg -x`` into a temporary folder, renamed into place;
-    4. write the marker.
+    Idempotent: a marker file is written after a complete extraction and a later call returns at once. Safe under
+    concurrency: processes fetching the same package take turns on a lock file (``root/pkgs/.<name>.lock``).
+    Steps: 1. return early if the marker exists; 2. ``apt-get download name`` (as root, after one ``apt-get update``
+    if the package lists are missing); 3. ``dpkg -x`` into a temporary folder, renamed into place; 4. write the
+    marker.
 
     Raises:
         RuntimeError: ``apt-get`` or ``dpkg`` is missing, or the download or extraction failed (the message says
@@ -64,6 +66,21 @@ def fetch_debian_package(name: str, root: str | os.PathLike | None = None) -> Pa
     # 1. already unpacked
     if (target / _MARKER).is_file():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # several processes (the ranks of a torchrun job, two chapters) may ask for the same package at once: one fetches
+    # it while the others wait on the lock, then find the marker
+    with open(target.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if (target / _MARKER).is_file():
+                return target
+            return _fetch_and_unpack(name, root, target)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fetch_and_unpack(name: str, root: Path, target: Path) -> Path:
+    """Steps 2–4 of :func:`fetch_debian_package` (called with the package's lock held)."""
     apt_get, dpkg = shutil.which("apt-get"), shutil.which("dpkg")
     if apt_get is None or dpkg is None:
         raise RuntimeError(
