@@ -80,8 +80,9 @@ class DistillConfig:
     speed_perturb: bool = False
     augment: dict | None = None
     """augmentation of the student's and teacher's (same) input; off in the authors' recipe."""
-    grad_clip: float = 10.0
-    """clip the student weights' and ``log α``'s gradient norm (0: no clipping)."""
+    grad_clip: float = 1.0
+    """clip the student weights' and ``log α``'s gradient norm (0: no clipping); the authors clip at 1.0 (DPHuBERT
+    at 10)."""
     seed: int = 42
     precision: str = "bf16"
     """``bf16`` autocast on CUDA (the CPU always runs float32) or ``fp32``."""
@@ -136,7 +137,9 @@ class DistillTrainer(StageTrainer):
             self.model.encoder = GatedW2VBertEncoder(self.model.encoder.hf_model, config.pruning)
         self.model.to(self.dist.device)
         self.model.head.requires_grad_(False)  # only the encoder is distilled
-        self.student = self.model.encoder.train()
+        # every student weight is distilled: a teacher saved with LoRA comes back from peft's merge with its encoder
+        # weights frozen (requires_grad=False), which would leave only the gates to train
+        self.student = self.model.encoder.train().requires_grad_(True)
         self.lagrangian = AugmentedLagrangian().to(self.dist.device)
         if config.prune:
             groups = pruning_param_groups(self.student, self.lagrangian, config.pruning)

@@ -283,7 +283,9 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
     1. decode utterance ``index`` (``utts[index]``) with :func:`svlib.audio.load_audio` at ``sample_rate``
        (optionally from a small LRU cache of decoded waveforms);
     2. with ``speed_perturb``: draw ``k`` uniformly from ``{0, 1, 2}`` (factors :data:`SPEED_FACTORS`
-       = 1.0, 0.9, 1.1), apply :func:`speed_perturb` and use class :func:`speed_perturbed_label`;
+       = 1.0, 0.9, 1.1), apply :func:`speed_perturb` and use class :func:`speed_perturbed_label`; the utterances of
+       speakers outside ``perturbed_speakers`` keep factor 1.0 (the draw is made all the same, so the later draws
+       do not depend on the subset);
     3. :func:`crop_or_loop` to ``num_samples``;
     4. with an ``augmenter``: ``augmenter(wav, generator=...)`` (none / noise / reverb, :mod:`svlib.augment`).
 
@@ -294,6 +296,8 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
         utt2spk: utterance id → speaker id.
         speakers: class order (index = base label); default: the sorted speakers of the utterances.
         speed_perturb: triple the classes with speed perturbation (stages 1–2 of the recipe; off in stage 3).
+        perturbed_speakers: with ``speed_perturb``, the speakers whose utterances are perturbed (§3.3: those of
+            VoxCeleb2, never those of VoxBlink2); ``None``: every speaker.
         augmenter: on-the-fly augmentation, or ``None`` (stage 3).
         sample_rate: decoding rate (16 kHz for w2v-BERT 2.0).
         seed: base seed of the per-item generators.
@@ -307,6 +311,7 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
         utt2spk: dict[str, str],
         speakers: Sequence[str] | None = None,
         speed_perturb: bool = False,
+        perturbed_speakers: Sequence[str] | None = None,
         augmenter: Augmenter | None = None,
         sample_rate: int = 16000,
         seed: int = 0,
@@ -334,6 +339,20 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
             raise ValueError(f"{len(unknown)} speaker(s) of utt2spk are not in speakers (first: {unknown[:3]})")
         self.labels: list[int] = [spk_index[utt2spk[u]] for u in self.utts]
         self.speed_perturb = bool(speed_perturb)
+        self.perturbed_speakers: list[str] = []
+        if self.speed_perturb:
+            chosen = set(self.speakers if perturbed_speakers is None else perturbed_speakers)
+            self.perturbed_speakers = [s for s in self.speakers if s in chosen]
+            if not self.perturbed_speakers:
+                raise ValueError("speed perturbation is on but none of the training speakers is among "
+                                 f"perturbed_speakers (first: {sorted(chosen)[:3]})")
+        # class of (speaker index, factor index k): k = 0 is the speaker; perturbed speakers get two more classes
+        position = {s: j for j, s in enumerate(self.perturbed_speakers)}
+        self._classes = [
+            [i if k == 0 else (self.num_speakers + (k - 1) * len(position) + position[s] if s in position else None)
+             for k in range(len(SPEED_FACTORS))]
+            for i, s in enumerate(self.speakers)
+        ]
         self.augmenter = augmenter
         self.sample_rate = sample_rate
         self.seed = seed
@@ -351,8 +370,14 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
 
     @property
     def num_classes(self) -> int:
-        """Classifier outputs: ``3 · num_speakers`` with speed perturbation, else ``num_speakers``."""
-        return self.num_speakers * (len(SPEED_FACTORS) if self.speed_perturb else 1)
+        """Classifier outputs: ``num_speakers + 2 · len(perturbed_speakers)`` (``3 · num_speakers`` when every speaker
+        is perturbed, :func:`speed_perturbed_label`)."""
+        return self.num_speakers + (len(SPEED_FACTORS) - 1) * len(self.perturbed_speakers)
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names in label order: the speakers, then ``<spk>@sp0.9`` and ``<spk>@sp1.1`` of the perturbed ones."""
+        return list(self.speakers) + [f"{s}@sp{f:g}" for f in SPEED_FACTORS[1:] for s in self.perturbed_speakers]
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -384,8 +409,9 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
         # 2. speed perturbation (draw first, so the crop and augmentation draws do not depend on it being on)
         if self.speed_perturb:
             k = int(torch.randint(0, len(SPEED_FACTORS), (1,), generator=gen))
-            wav = speed_perturb(wav, SPEED_FACTORS[k])
-            label = speed_perturbed_label(label, k, self.num_speakers)
+            if self._classes[label][k] is not None:  # None: a speaker outside perturbed_speakers
+                wav = speed_perturb(wav, SPEED_FACTORS[k])
+                label = self._classes[label][k]
         # 3. crop / loop
         wav = crop_or_loop(wav, num_samples, gen)
         # 4. augmentation

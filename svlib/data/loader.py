@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from svlib.augment import Augmenter, NoiseBank, demo_noise_bank, load_rirs, simulate_rirs
-from svlib.data.dataset import SPEED_FACTORS, CropLengthBatchSampler, SpeakerTrainDataset, collate
+from svlib.data.dataset import CropLengthBatchSampler, SpeakerTrainDataset, collate
 from svlib.data.debian import default_data_root
 from svlib.data.lists import read_data_dir
 
@@ -43,13 +43,6 @@ class TrainData:
         return len(self.batch_sampler)
 
 
-def class_names(speakers: list[str], speed_perturb: bool) -> list[str]:
-    """Label order of :func:`svlib.data.dataset.speed_perturbed_label`: class ``i + k·S`` is speaker ``i`` at factor k."""
-    if not speed_perturb:
-        return list(speakers)
-    return [s if f == 1.0 else f"{s}@sp{f:g}" for f in SPEED_FACTORS for s in speakers]
-
-
 def build_augmenter(augment: dict | None, dataset: SpeakerTrainDataset, seed: int) -> Augmenter | None:
     """``None``; ``{musan: DIR, rirs: DIR}`` (real MUSAN + RIRS_NOISES); or ``{demo: true}`` (Debian music,
     coloured noise, babble from training speakers, simulated rooms)."""
@@ -73,10 +66,12 @@ def build_augmenter(augment: dict | None, dataset: SpeakerTrainDataset, seed: in
 def build_train_loader(config, rank: int = 0, world_size: int = 1) -> TrainData:
     """The DataLoader of a :class:`svlib.train.StageConfig` for this rank."""
     data_dir = read_data_dir(config.train_dir)
+    subset = getattr(config, "speed_perturb_speakers", None)
     dataset = SpeakerTrainDataset(
         data_dir.wav_scp,
         data_dir.utt2spk,
         speed_perturb=config.speed_perturb,
+        perturbed_speakers=sorted(set(read_data_dir(subset).utt2spk.values())) if subset else None,
         seed=config.seed,
         cache_size=getattr(config, "cache_size", 0),
     )
@@ -101,4 +96,4 @@ def build_train_loader(config, rank: int = 0, world_size: int = 1) -> TrainData:
         # creating the iterator on resume does not shift the dropout masks of an exactly resumed run
         generator=torch.Generator().manual_seed(config.seed),
     )
-    return TrainData(loader, sampler, class_names(dataset.speakers, config.speed_perturb))
+    return TrainData(loader, sampler, dataset.classes)
