@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 
@@ -117,12 +118,18 @@ def _parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun, or a single process: the one that prints."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from svlib.train import train
 
     out = train(args.config, resume=args.resume, overrides=_parse_overrides(args.override), reuse=args.reuse,
                 profile=args.profile, results_dir=args.results_dir, record=not args.no_record)
-    print(f"trained model written to {out}")
+    if _is_main_process():
+        print(f"trained model written to {out}")
     return 0
 
 
@@ -131,7 +138,8 @@ def _cmd_prune(args: argparse.Namespace) -> int:
 
     out = prune(args.config, resume=args.resume, overrides=_parse_overrides(args.override), reuse=args.reuse,
                 profile=args.profile, results_dir=args.results_dir, record=not args.no_record)
-    print(f"pruned/distilled model written to {out}")
+    if _is_main_process():
+        print(f"pruned/distilled model written to {out}")
     return 0
 
 
@@ -181,6 +189,17 @@ def build_parser() -> argparse.ArgumentParser:
         add_record_args(p, "the run's train record (steps, final loss/accuracy, validation EER, parameters)")
         p.set_defaults(func=func)
 
+    p = sub.add_parser("rehearse", help="run every full-scale command of the reproduction page on synthetic "
+                       "corpora and a random checkpoint, under torchrun, shrunk (svlib.rehearse)")
+    p.add_argument("--scale", choices=["tiny", "full"], default="tiny",
+                   help="checkpoint size: tiny (CPU sizes) or full (the released config); same structure")
+    p.add_argument("--nproc", type=int, default=2, help="processes per torchrun (default 2; gloo on CPU, NCCL on GPU)")
+    p.add_argument("--batch-size", type=int, default=2, help="utterances per process and step (default 2)")
+    p.add_argument("--workdir", default=None,
+                   help="the rehearsal's folder, replaced if present (default: _build/rehearsal/<scale> here)")
+    p.add_argument("--json", action="store_true", help="print the record of every command as JSON")
+    p.set_defaults(func=_cmd_rehearse)
+
     p = sub.add_parser("bench", help="benchmarks (timings measured in one process)")
     p.add_argument("benchmark", choices=["features", "extract", "prune-speedup"],
                    help="features: svlib's fbank vs transformers' extractor; extract: full-size embedding extraction "
@@ -197,6 +216,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prune-speedup: CPU threads for the timed forwards (default: torch's; 1 on a busy machine)")
     p.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _cmd_rehearse(args: argparse.Namespace) -> int:
+    from svlib.rehearse import rehearse
+
+    workdir = args.workdir or f"_build/rehearsal/{args.scale}"
+    result = rehearse(workdir, scale=args.scale, nproc=args.nproc, batch_size=args.batch_size)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return 0 if result.ok else 1
+    print(f"{'section':<8}{'exit':>5}{'seconds':>9}{'peak MiB':>10}  command")
+    for c in result.commands:
+        print(f"{c['section']:<8}{c['exit_code']:>5}{c['seconds']:>9.1f}{c['peak_rss_mib']:>10.0f}  {c['command']}")
+    print(f"{'ok' if result.ok else 'FAILED'}: {len(result.commands)} commands, {result.seconds:.0f} s "
+          f"({args.scale} scale, {args.nproc} processes); output in {result.workdir}/output.log")
+    return 0 if result.ok else 1
 
 
 def main(argv: list[str] | None = None) -> int:

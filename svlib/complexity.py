@@ -7,7 +7,8 @@ convolutions of one forward pass from the tensor shapes alone, in seconds.
 
 What the counts cover, so they can be compared with the paper:
 
-* parameters: the encoder (``Wav2Vec2BertModel``, incl. ``masked_spec_embed``), the head, and LoRA separately;
+* parameters: the encoder (``Wav2Vec2BertModel`` without the unused ``masked_spec_embed``, see
+  :func:`svlib.encoder.drop_spec_augment_embedding`), the head, and LoRA separately;
   the ArcFace class weights are a training loss, not part of the model;
 * MACs: one forward pass over ``seconds`` of 16 kHz audio (49 model frames for 1 s), encoder + head, counted by
   ``FlopCounterMode`` (matrix products, convolutions incl. depthwise, attention ``bmm``/``einsum``; element-wise
@@ -171,7 +172,8 @@ def encoder_parameter_breakdown(encoder: nn.Module) -> dict[str, int]:
     """Parameters of a ``Wav2Vec2BertModel`` grouped by module kind, summed over layers.
 
     Groups: the feature projection, the two macaron FFNs, self-attention (incl. the relative position
-    embedding), the convolution module, the layer norms around them, and ``masked_spec_embed``.
+    embedding), the convolution module, the layer norms around them, and ``masked_spec_embed`` (only in a bare
+    transformers model: svlib's encoder drops it). Groups without parameters are left out.
     """
     groups = {
         "feature_projection": "feature_projection.",
@@ -190,7 +192,7 @@ def encoder_parameter_breakdown(encoder: nn.Module) -> dict[str, int]:
                 break
         else:
             raise ValueError(f"parameter {name!r} belongs to no group of the breakdown")
-    return counts
+    return {group: n for group, n in counts.items() if n}
 
 
 def structure_complexity(structure=None, seconds: float = 1.0, head: str = "adapter_mfa") -> Complexity:

@@ -7,6 +7,8 @@ The main CLI registers this with ``add_data_parser(subparsers)``; the parsed arg
 - ``svlib data demo [--root DIR] [--seed N] [--json]`` — build (or find cached) the demo corpus, print its summary.
 - ``svlib data prepare DATASET --root DIR [--root DIR] --out DIR [--trials FILE ...] [--durations] [--json]`` —
   Kaldi data directories (and Kaldi-format trial lists) for voxceleb1, voxceleb2, voxblink2, cnceleb1, cnceleb2.
+- ``svlib data combine --out DIR IN [IN ...]`` — one data directory holding the utterances of several (VoxCeleb2 +
+  VoxBlink2, CN-Celeb1 + 2).
 - ``svlib data check --data DIR --trials FILE [--enroll-map FILE]`` — every trial names an existing utterance.
 """
 
@@ -20,7 +22,7 @@ __all__ = ["add_data_parser", "cmd_data"]
 
 
 def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``data`` command (with ``demo``, ``prepare`` and ``check``) to the main CLI's subparsers."""
+    """Add the ``data`` command (with ``demo``, ``prepare``, ``combine`` and ``check``) to the main CLI's subparsers."""
     from svlib.data.prepare import DATASETS
 
     data = subparsers.add_parser("data", help="demo corpus, dataset preparation (Kaldi data dirs), trial checks")
@@ -43,6 +45,11 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     p.add_argument("--durations", action="store_true", help="also write utt2dur (reads every audio header)")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
 
+    p = sub.add_parser("combine", help="one Kaldi data directory holding the utterances of several")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="Kaldi data directories (wav.scp, utt2spk)")
+    p.add_argument("--out", required=True, help="output data directory")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+
     p = sub.add_parser("check", help="check that every trial names an utterance of a data directory")
     p.add_argument("--data", required=True, help="Kaldi data directory (wav.scp, utt2spk)")
     p.add_argument("--trials", required=True, help="trial list (VGG, Kaldi or CN-Celeb format)")
@@ -55,7 +62,7 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
 
 def cmd_data(args: argparse.Namespace) -> int:
     """Run ``svlib data <demo|prepare|check>``; returns the exit status."""
-    handlers = {"demo": _demo, "prepare": _prepare, "check": _check}
+    handlers = {"demo": _demo, "prepare": _prepare, "combine": _combine, "check": _check}
     return handlers[args.data_command](args)
 
 
@@ -90,6 +97,17 @@ def _prepare(args: argparse.Namespace) -> int:
         print(f"{split}: {result.utterances[split]} utterances, {result.speakers[split]} speakers -> {path}")
     for name, path in result.trials.items():
         print(f"trials {name}: {result.n_trials[name]} -> {path}")
+    return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from svlib.data.lists import combine_data_dirs, read_data_dir, write_data_dir
+
+    combined = combine_data_dirs(*(read_data_dir(d) for d in args.inputs))
+    write_data_dir(combined, args.out)
+    counts = {"utterances": len(combined), "speakers": len(set(combined.utt2spk.values())), "out": args.out}
+    print(json.dumps(counts, indent=2) if args.json else
+          f"{counts['utterances']} utterances of {counts['speakers']} speakers -> {args.out}")
     return 0
 
 
