@@ -45,6 +45,7 @@ def profile_data(name: str, data_root: str | os.PathLike | None = None) -> Profi
     if not path.is_file():
         raise ValueError(f"profile {name!r} has no {path}: it must say where the chapters' data is")
     settings = yaml.safe_load(path.read_text()) or {}
+    settings.pop("cohort_dir", None)  # read by profile_cohort_dir, only where a cohort is asked for
     if settings.get("demo_corpus"):
         from svlib.data.demo import build_demo_corpus  # the demo corpus is this profile's data preparation
 
@@ -64,16 +65,41 @@ def profile_data(name: str, data_root: str | os.PathLike | None = None) -> Profi
                        settings.get("train_name", "custom"), settings.get("test_name", "custom"))
 
 
+def profile_cohort_dir(name: str, data_root: str | os.PathLike | None = None) -> Path:
+    """The AS-norm cohort of profile ``name``: ``cohort_dir`` in ``configs/<name>/data.yaml``, a Kaldi data directory
+    (``wav.scp`` + ``utt2spk``) given as a path (``${VAR}`` read from the environment) or as ``train_dir``, the
+    profile's training set (with ``demo_corpus: true``, the demo corpus's, built on first use under ``data_root``).
+
+    Raises:
+        ValueError: the profile or its ``cohort_dir`` key is missing, or its variable is unset.
+        FileNotFoundError: the directory does not exist.
+    """
+    path = CONFIG_ROOT / name / "data.yaml"
+    if not path.is_file():
+        raise ValueError(f"profile {name!r} has no {path}: it must say where the chapters' data is")
+    settings = yaml.safe_load(path.read_text()) or {}
+    value = settings.get("cohort_dir")
+    if not value:
+        raise ValueError(f"{path} has no cohort_dir: give the AS-norm cohort explicitly (svlib score --cohort-dir)")
+    if value == "train_dir":
+        if settings.get("demo_corpus"):
+            from svlib.data.demo import build_demo_corpus
+
+            return Path(build_demo_corpus(data_root, progress=False).train_dir)
+        value = settings.get("train_dir")
+        if not value:
+            raise ValueError(f"{path}: cohort_dir is train_dir, but the file has no train_dir")
+    folder = Path(expand_env({"cohort_dir": value}, str(path))["cohort_dir"])
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{path}: cohort_dir={folder} does not exist")
+    return folder
+
+
 def profile_of_config(path: str | os.PathLike) -> str | None:
-    """The profile a config file belongs to: ``<name>`` for a file under ``configs/<name>/`` (a folder with a
-    ``profile.yaml``), else ``None`` (a config kept elsewhere says nothing about its profile)."""
-    try:
-        rel = Path(path).resolve().relative_to(CONFIG_ROOT.resolve())
-    except ValueError:
-        return None
-    if len(rel.parts) < 2 or not (CONFIG_ROOT / rel.parts[0] / "profile.yaml").is_file():
-        return None
-    return rel.parts[0]
+    """The profile a config file belongs to: ``<name>`` for a file anywhere under a folder ``<name>/`` that holds a
+    ``profile.yaml`` (``configs/paper/prune/p1_prune.yaml`` → ``paper``, also in a copy of ``configs/``), else
+    ``None`` (a config kept elsewhere says nothing about its profile)."""
+    return next((d.name for d in Path(path).resolve().parents if (d / "profile.yaml").is_file()), None)
 
 
 def available_profiles() -> list[str]:

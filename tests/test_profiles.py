@@ -45,3 +45,7 @@ def test_profile_of_config_is_the_configs_folder(tmp_path):
     assert profile_of_config(CONFIG_ROOT / "demo" / ".." / "paper" / "s3_lmft.yaml") == "paper"
     assert profile_of_config(tmp_path / "s1.yaml") is None
     assert profile_of_config(CONFIG_ROOT / "README.md") is None  # not inside a profile's folder
+    copy = tmp_path / "elsewhere" / "paper"  # a copy of configs/paper (the rehearsal's) keeps its profile
+    (copy / "prune").mkdir(parents=True)
+    (copy / "profile.yaml").write_text("profile: paper\n")
+    assert profile_of_config(copy / "prune" / "p1_prune.yaml") == "paper"

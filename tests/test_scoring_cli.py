@@ -160,3 +160,136 @@ def test_score_records_its_run(corpus, tmp_path, capsys):
     before = sorted(results.rglob("*.json"))
     assert run([*base, "--no-record", "--record", "other"]) == 0
     assert sorted(results.rglob("*.json")) == before
+
+
+def test_evaluate_model_with_a_cache_gives_the_in_memory_metrics(corpus, tmp_path, monkeypatch):
+    """evaluate_model through a kept cache, through a temporary one, and today's in-memory protocol step by step
+    (dict of embeddings, make_cohort, fit_qmf on the dict) give the same metrics; a second run reuses the cache."""
+    import svlib.scoring.extract as extract_module
+    from svlib.data.lists import read_trials
+    from svlib.model import load_model
+    from svlib.scoring.evaluate import evaluate_model, fit_qmf, score_trials, utterance_durations
+    from svlib.scoring.extract import ShardCache, extract_embeddings
+
+    model = load_model(corpus / "model")
+    settings = dict(cohort_dir=corpus, top_n=2, calibration_trials=8, progress=False)
+    cached = evaluate_model(model, corpus, corpus / "trials", cache_dir=tmp_path / "cache", shard_size=2, **settings)
+    temporary = evaluate_model(model, corpus, corpus / "trials", **settings)
+
+    scp, utt2spk = read_key_value(corpus / "wav.scp"), read_key_value(corpus / "utt2spk")
+    emb = extract_embeddings(model, scp, progress=False)
+    qmf = fit_qmf(lambda sources: extract_embeddings(model, sources, progress=False), emb, utt2spk, scp,
+                  n_trials=8, top_n=2)
+    in_memory = score_trials(emb, read_trials(corpus / "trials"), cohort_emb=emb, cohort_utt2spk=utt2spk, top_n=2,
+                             qmf=qmf, durations=utterance_durations(scp, emb))
+    assert set(in_memory.metrics) == {"cosine", "asnorm", "asnorm+qmf"}
+    for result in (cached, temporary):
+        assert result.cohort_speakers == 3
+        for method, metrics in in_memory.metrics.items():
+            for key in ("eer_percent", "min_dcf_0.01", "min_dcf_0.05"):
+                assert result.metrics[method][key] == pytest.approx(metrics[key], abs=1e-6), (method, key)
+        for method in ("cosine", "asnorm"):
+            torch.testing.assert_close(result.scores[method], in_memory.scores[method], atol=1e-4, rtol=0)
+
+    # The kept cache: one folder each for the trials' 5 utterances, the cohort's 6 and the QMF crops.
+    sizes = [len(ShardCache(p.parent)) for p in (tmp_path / "cache").glob("shards-*/manifest.json")]
+    assert len(sizes) == 3 and {5, 6} <= set(sizes)
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the cache should have been reused")
+
+    monkeypatch.setattr(extract_module, "extract_embeddings", no_extraction)
+    again = evaluate_model(model, corpus, corpus / "trials", cache_dir=tmp_path / "cache", shard_size=2, **settings)
+    assert again.metrics == cached.metrics
+
+
+def test_score_with_cohort_dir_cache_dir_and_the_profile_cohort(corpus, tmp_path, capsys, monkeypatch):
+    """--cohort-dir and --cache-dir give the numbers of --cohort-wav-scp/--cohort-utt2spk; with --profile and no
+    cohort flag the cohort is the profile's cohort_dir (configs/<profile>/data.yaml)."""
+    import svlib.profiles
+
+    base = ["score", "--model", str(corpus / "model"), "--wav-scp", str(corpus / "wav.scp"), "--trials",
+            str(corpus / "trials"), "--asnorm", "--top-n", "2", "--qmf", "--calibration-trials", "8", "--no-progress",
+            "--json", "--no-record"]
+
+    def score(extra):
+        capsys.readouterr()
+        assert run([*base, *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    files = score(["--cohort-wav-scp", str(corpus / "wav.scp"), "--cohort-utt2spk", str(corpus / "utt2spk")])
+    cache = tmp_path / "cache"
+    folder = score(["--cohort-dir", str(corpus), "--cache-dir", str(cache), "--shard-size", "4"])
+    assert sorted(p.parent.name.startswith("shards-") for p in cache.glob("*/manifest.json")) == [True, True]
+    configs = tmp_path / "configs"
+    (configs / "mine").mkdir(parents=True)
+    (configs / "mine" / "data.yaml").write_text("cohort_dir: ${MY_COHORT_DIR}  # a test profile\n")
+    monkeypatch.setattr(svlib.profiles, "CONFIG_ROOT", configs)
+    monkeypatch.setenv("MY_COHORT_DIR", str(corpus))
+    profile = score(["--profile", "mine", "--cache-dir", str(cache), "--shard-size", "4"])
+    for payload in (folder, profile):
+        assert payload["cohort_speakers"] == 3
+        for method, metrics in files["results"].items():
+            assert payload["results"][method]["eer_percent"] == pytest.approx(metrics["eer_percent"], abs=1e-6)
+
+    with pytest.raises(ValueError, match="--cohort-dir DIR"):
+        run([a for a in base if a != "--qmf"])
+    (configs / "mine" / "data.yaml").write_text("train_name: x\n")
+    with pytest.raises(ValueError, match="has no cohort_dir"):
+        run([*base, "--profile", "mine"])
+
+
+def test_embed_through_a_kept_cache(corpus, tmp_path, capsys):
+    argv = ["embed", "--model", str(corpus / "model"), "--wav-scp", str(corpus / "wav.scp"), "--no-progress"]
+    assert run([*argv, "--out", str(tmp_path / "a.safetensors")]) == 0
+    assert run([*argv, "--out", str(tmp_path / "b.safetensors"), "--cache-dir", str(tmp_path / "c"),
+                "--shard-size", "4"]) == 0
+    a, b = load_file(tmp_path / "a.safetensors"), load_file(tmp_path / "b.safetensors")
+    assert sorted(a) == sorted(b) == sorted(read_key_value(corpus / "wav.scp"))
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=1e-5, rtol=1e-4)
+    assert [p.name for p in sorted((tmp_path / "c").glob("shards-*/*"))] == [
+        "manifest.json", "shard-00000.safetensors", "shard-00001.safetensors"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_score_under_torchrun_with_two_processes_matches_one(corpus, tmp_path, capsys):
+    """`torchrun --nproc_per_node 2 -m svlib score ... --asnorm --qmf --json` (gloo on CPU): the ranks share the
+    shards, rank 0 alone prints, and the numbers are those of one process."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    argv = ["score", "--model", str(corpus / "model"), "--wav-scp", str(corpus / "wav.scp"), "--trials",
+            str(corpus / "trials"), "--asnorm", "--cohort-dir", str(corpus), "--top-n", "2", "--qmf",
+            "--calibration-trials", "8", "--shard-size", "2", "--device", "cpu", "--no-progress", "--json",
+            "--no-record"]
+    capsys.readouterr()
+    assert run([*argv, "--cache-dir", str(tmp_path / "one")]) == 0
+    one = json.loads(capsys.readouterr().out)
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    command = [*launcher, "--nproc_per_node", "2", "--master-port", str(_free_port()), "-m", "svlib", "-v", *argv,
+               "--cache-dir", str(tmp_path / "two")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads(done.stdout)  # exactly one JSON document: rank 1 printed nothing
+    assert set(two["results"]) == {"cosine", "asnorm", "asnorm+qmf"} and two["cohort_speakers"] == 3
+    for method, metrics in one["results"].items():
+        for key in ("eer_percent", "min_dcf_0.01", "min_dcf_0.05", "n_trials", "n_targets"):
+            assert two["results"][method][key] == pytest.approx(metrics[key], abs=1e-5), (method, key)
+    # the ranks shared the shards: 6 utterances in shards [0, 2] (rank 0) and [1] (rank 1), then the crops
+    assert "3 shards of 6 utterances, 0 already done; rank 0 of 2 extracts 2" in done.stderr
+    assert "3 shards of 6 utterances, 0 already done; rank 1 of 2 extracts 1" in done.stderr

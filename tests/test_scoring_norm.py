@@ -1,6 +1,7 @@
 """AS-norm: the vectorised, chunked implementation against a slow per-trial loop written here."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -83,3 +84,26 @@ def test_top_stats_need_two_scores():
     x = torch.nn.functional.normalize(torch.randn(3, 4), dim=-1)
     with pytest.raises(ValueError, match="at least 2"):
         cohort_top_stats(x, x[:1], top_n=300)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_streaming_cohort_equals_make_cohort_in_any_shard_order(data, seed):
+    """The one-pass CohortAccumulator over shards (any order, any sizes) is make_cohort to 1e-6."""
+    from svlib.scoring.norm import CohortAccumulator, cohort_from_shards
+
+    emb, utt2spk, _ = data
+    expected = make_cohort(emb, utt2spk)
+    gen = torch.Generator().manual_seed(seed)
+    keys = [list(utt2spk)[i] for i in torch.randperm(len(utt2spk), generator=gen)] + ["test0"]  # + a non-cohort key
+    cuts = sorted(torch.randperm(len(keys) - 1, generator=gen)[:5].add(1).tolist())
+    shards = [SimpleNamespace(keys=part, embeddings=torch.stack([emb[k] for k in part]))
+              for part in (keys[a:b] for a, b in zip([0, *cuts], [*cuts, len(keys)]))]
+    cohort = cohort_from_shards(shards, utt2spk)
+    assert cohort.speakers == expected.speakers
+    torch.testing.assert_close(cohort.mean, expected.mean, rtol=0, atol=1e-6)
+    torch.testing.assert_close(cohort.embeddings, expected.embeddings, rtol=0, atol=1e-6)
+
+    accumulator = CohortAccumulator(utt2spk)
+    accumulator.update(keys[:-3], torch.stack([emb[k] for k in keys[:-3]]))
+    with pytest.raises(KeyError, match="exactly once"):
+        accumulator.finalize()  # two cohort utterances not fed

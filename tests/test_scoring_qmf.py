@@ -5,8 +5,19 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from svlib.data.lists import Trial, TrialList
+from svlib.scoring.evaluate import score_trials
 from svlib.scoring.metrics import compute_eer, compute_min_dcf
-from svlib.scoring.qmf import FEATURE_NAMES, QMF, make_calibration_trials, quality_features
+from svlib.scoring.norm import make_cohort
+from svlib.scoring.qmf import (
+    FEATURE_NAMES,
+    QMF,
+    CalibrationSet,
+    calibration_features,
+    make_calibration_trials,
+    quality_features,
+    trial_quality_features,
+)
 
 
 def synthetic_trials(n, seed):
@@ -49,12 +60,52 @@ def reference_fit(z, y01, l2):
 
 
 def test_quality_features_columns():
-    f = quality_features([0.5], [30.0], [4.0], [7.0], [8.0], [0.1], [0.2])
+    assert FEATURE_NAMES == ("score", "min_duration", "max_duration", "duration_diff", "duration_ratio",
+                             "min_magnitude", "max_magnitude", "min_cohort_mean", "max_cohort_mean")
+    # enroll: 30 s (capped at 20), magnitude 9, cohort mean 0.3; test: 4 s, magnitude 8, cohort mean 0.1
+    f = quality_features([0.5], [30.0], [4.0], [9.0], [8.0], [0.3], [0.1])
     assert f.shape == (1, len(FEATURE_NAMES))
-    # durations capped at 20 s: min 4, max 20, diff 16, ratio 0.2
-    torch.testing.assert_close(f[0], torch.tensor([0.5, 4.0, 20.0, 16.0, 0.2, 7.0, 8.0, 0.1, 0.2], dtype=torch.float64))
+    # durations min 4, max 20, diff 16, ratio 0.2; magnitudes min 8, max 9; cohort means min 0.1, max 0.3
+    torch.testing.assert_close(f[0], torch.tensor([0.5, 4.0, 20.0, 16.0, 0.2, 8.0, 9.0, 0.1, 0.3], dtype=torch.float64))
     with pytest.raises(ValueError, match="one per trial"):
         quality_features([0.5, 0.6], [3.0], [3.0, 3.0], [1.0, 1.0], [1.0, 1.0], [0.0, 0.0], [0.0, 0.0])
+
+
+def test_trial_quality_features_hand_computed_row():
+    """One trial by hand: the enroll side is the long, quiet, low-cohort-mean one, the test side the other."""
+    features = trial_quality_features(
+        [("a", "b", 1)], [0.7], [0.4], [0.1], magnitudes={"a": 6.0, "b": 9.0}, durations={"a": 25.0, "b": 3.0}
+    )
+    expected = [0.7, 3.0, 20.0, 17.0, 0.15, 6.0, 9.0, 0.1, 0.4]  # score, durations, magnitudes, cohort means
+    torch.testing.assert_close(features, torch.tensor([expected], dtype=torch.float64))
+
+
+def test_features_and_calibrated_scores_are_symmetric_in_the_two_sides():
+    """Swapping enroll and test of every trial gives the same feature rows and the same calibrated scores."""
+    gen = torch.Generator().manual_seed(0)
+    utt2spk = {f"s{s}_u{u}": f"s{s}" for s in range(8) for u in range(3)}
+    centres = torch.randn(8, 16, generator=gen)
+    emb = {u: (2 + int(s[1:]) % 3) * (centres[int(s[1:])] + 0.5 * torch.randn(16, generator=gen))
+           for u, s in utt2spk.items()}  # magnitudes vary by speaker
+    cohort = make_cohort(emb, utt2spk)
+    cal = make_calibration_trials(utt2spk, {u: 3.0 + i for i, u in enumerate(sorted(utt2spk))}, n=60, seed=1,
+                                  short_long=False)
+    swapped = CalibrationSet(trials=[(t, e, y) for e, t, y in cal.trials], segments=cal.segments)
+    features, labels = calibration_features(cal, emb, cohort, top_n=4)
+    features_swapped, labels_swapped = calibration_features(swapped, emb, cohort, top_n=4)
+    torch.testing.assert_close(features_swapped, features, rtol=0, atol=1e-12)
+    assert torch.equal(labels_swapped, labels)
+    qmf = QMF().fit(features, labels)
+    torch.testing.assert_close(qmf.predict(features_swapped), qmf.predict(features), rtol=0, atol=1e-12)
+
+    # The same through score_trials on a TrialList (cosine, AS-norm and AS-norm + QMF scores)
+    trials = TrialList([Trial(e, t, bool(y)) for e, t, y in cal.trials])
+    trials_swapped = TrialList([Trial(t.test, t.enroll, t.target) for t in trials])
+    durations = cal.durations
+    kwargs = dict(cohort_emb=emb, cohort_utt2spk=utt2spk, top_n=4, qmf=qmf, durations=durations)
+    result, result_swapped = score_trials(emb, trials, **kwargs), score_trials(emb, trials_swapped, **kwargs)
+    for method, scores in result.scores.items():
+        torch.testing.assert_close(result_swapped.scores[method], scores, rtol=0, atol=1e-6, msg=method)
 
 
 def test_fit_matches_scipy_reference():

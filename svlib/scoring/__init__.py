@@ -17,9 +17,25 @@ from svlib.data.lists import read_enroll_map, read_key_value, read_trials
 from svlib.scoring.authors import AUTHORS_KEY_MAP, load_authors_checkpoint
 from svlib.scoring.baseline import logmel_embeddings
 from svlib.scoring.evaluate import Evaluation, evaluate_model, fit_qmf, score_trials
-from svlib.scoring.extract import Segment, cosine_scores, enroll_embeddings, extract_embeddings
+from svlib.scoring.extract import (
+    Segment,
+    ShardCache,
+    cosine_scores,
+    embedding_cache,
+    enroll_embeddings,
+    extract_cached,
+    extract_embeddings,
+    extract_to_shards,
+)
 from svlib.scoring.metrics import compute_eer, compute_min_dcf, det_curve, evaluate_scores
-from svlib.scoring.norm import ASNormResult, Cohort, asnorm_scores, make_cohort
+from svlib.scoring.norm import (
+    ASNormResult,
+    Cohort,
+    CohortAccumulator,
+    asnorm_scores,
+    cohort_from_shards,
+    make_cohort,
+)
 from svlib.scoring.qmf import (
     FEATURE_NAMES,
     QMF,
@@ -36,19 +52,25 @@ __all__ = [
     "CalibrationSet",
     "Evaluation",
     "Cohort",
+    "CohortAccumulator",
     "FEATURE_NAMES",
     "QMF",
     "Segment",
+    "ShardCache",
     "asnorm_scores",
     "calibration_features",
+    "cohort_from_shards",
     "compute_eer",
     "compute_min_dcf",
     "cosine_scores",
     "det_curve",
+    "embedding_cache",
     "enroll_embeddings",
     "evaluate_model",
     "evaluate_scores",
+    "extract_cached",
     "extract_embeddings",
+    "extract_to_shards",
     "fit_qmf",
     "logmel_embeddings",
     "load_authors_checkpoint",

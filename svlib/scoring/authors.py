@@ -28,8 +28,8 @@ feature projection), the adapter outputs are concatenated state-major (channels 
 weights are softmax-normalised over time per channel, and the std is ``sqrt(clamp(E[x²] − μ², 1e-5))``.
 
 Loading is strict: every checkpoint key must map through :data:`AUTHORS_KEY_MAP`, every svlib key must be
-filled (except ``masked_spec_embed``, which the authors delete; it is only used by SpecAugment,
-which the w2v-BERT 2.0 config disables, and is set to zeros), and shapes must agree. Pruned checkpoints (other
+filled, and shapes must agree. (``masked_spec_embed``, which the authors delete, is not in svlib's encoder either:
+see :func:`svlib.encoder.drop_spec_augment_embedding`.) Pruned checkpoints (other
 layer sizes) are not supported by the default encoder config.
 
 Explained in the book chapter "Scoring and calibration".
@@ -74,9 +74,6 @@ AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"bottleneck\.(weight|bias)", "head.fc.{0}"),  # Linear(6400→256)
 )
 """Authors' ``spk_model`` key → svlib :class:`~svlib.model.SpeakerModel` key, first matching rule wins."""
-
-ALLOWED_MISSING = ("encoder.model.masked_spec_embed", "encoder.model.base_model.model.masked_spec_embed")
-"""svlib keys the authors' checkpoints lack (deleted by their ``AudioEncoder``); filled with zeros."""
 
 _WRAPPERS = ("model", "state_dict", "spk_model")
 
@@ -199,7 +196,7 @@ def load_authors_checkpoint(
         encoder_config, head="adapter_mfa", lora=lora, meta=True, encoder_overrides=encoder_overrides, **head_kwargs
     )
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and k not in ALLOWED_MISSING]
+    missing = [k for k in expected if k not in state]
     if missing:
         raise ValueError(
             f"{source}: {len(missing)} weights of the svlib model are absent from the checkpoint, e.g. {missing[:20]} "
@@ -219,10 +216,6 @@ def load_authors_checkpoint(
             + "; ".join(wrong[:10])
         )
     state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
-    for key in ALLOWED_MISSING:
-        if key in expected and key not in state:
-            state[key] = torch.zeros(expected[key].shape, dtype=expected[key].dtype)
-            logger.info("%s: %s is not in the authors' checkpoint; set to zeros (SpecAugment only)", source, key)
     model.load_state_dict(state, strict=True, assign=True)
     left_on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left_on_meta:

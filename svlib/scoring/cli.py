@@ -2,6 +2,12 @@
 
 Wire them into the ``svlib`` command with :func:`add_scoring_parsers`. ``svlib score`` prints EER (%),
 minDCF(0.01) and minDCF(0.05) for cosine scoring, and for AS-norm and AS-norm + QMF when asked (Table 1).
+
+Both embed through embedding caches on disk (:func:`svlib.scoring.extract.extract_to_shards`): under
+``--cache-dir DIR`` (kept: an interrupted run resumes, a later one reuses them), else in a temporary folder removed
+at the end. Both run under torchrun (``torchrun --nproc_per_node N -m svlib score ...``): every rank extracts a
+share of the shards of each set, then rank 0 alone scores, prints and records (or writes ``--out``); the other
+ranks exit 0 without output.
 """
 
 from __future__ import annotations
@@ -12,7 +18,6 @@ import logging
 import re
 from pathlib import Path
 
-import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
@@ -36,35 +41,21 @@ def _load_speaker_model(args: argparse.Namespace):
     return load_model(path)
 
 
-def _extract(model, utt2path, args: argparse.Namespace) -> dict[str, torch.Tensor]:
-    from svlib.scoring.extract import extract_embeddings
-
-    return extract_embeddings(
-        model,
-        utt2path,
-        batch_seconds=args.batch_seconds,
-        max_seconds=args.max_seconds,
-        device=args.device,
-        bf16=not args.no_bf16,
-        progress=not args.no_progress,
-    )
-
-
-def _embeddings(model_getter, wav_scp: str | None, emb_file: str | None, what: str, args) -> dict[str, torch.Tensor]:
-    """Embeddings read from ``emb_file`` or extracted from the utterances of ``wav_scp``."""
-    from svlib.data.lists import read_key_value
-
-    if emb_file:
-        return load_file(emb_file)
-    if not wav_scp:
-        raise ValueError(f"{what}: give a wav.scp to extract embeddings from, or a .safetensors file of embeddings")
-    return _extract(model_getter(), read_key_value(wav_scp, "wav.scp"), args)
+def _extraction_settings(args: argparse.Namespace) -> dict:
+    """Keyword arguments of :func:`svlib.scoring.extract.extract_to_shards` from the command line."""
+    return dict(shard_size=args.shard_size, batch_seconds=args.batch_seconds, max_seconds=args.max_seconds,
+                device=args.device, bf16=not args.no_bf16, progress=not args.no_progress)
 
 
 def _add_extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-seconds", type=float, default=60.0, help="crop each utterance to its first N s (default 60)")
     p.add_argument("--batch-seconds", type=float, default=120.0, help="padded audio seconds per batch (default 120)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--cache-dir", help="keep the embedding caches (shards) in this folder, one folder per model (a "
+                   "cache of another model is refused): an interrupted run resumes, a later run on the same "
+                   "utterances reuses them; must be shared by all torchrun ranks (default: a temporary folder, "
+                   "removed at the end)")
+    p.add_argument("--shard-size", type=int, default=10_000, help="utterances per cache shard (default 10000)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     p.add_argument("--no-bf16", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--encoder-config", default="w2v-bert-2.0", help="encoder config for an authors' .pth model")
@@ -73,7 +64,9 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
 
 def _default_device(args: argparse.Namespace) -> None:
     if args.device is None:
-        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+        from svlib.distributed import local_device
+
+        args.device = str(local_device())  # cuda:LOCAL_RANK under torchrun
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -81,9 +74,17 @@ def _default_device(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 def _cmd_embed(args: argparse.Namespace) -> int:
     from svlib.data.lists import read_key_value
+    from svlib.distributed import init_distributed
+    from svlib.scoring.extract import embedding_cache, extract_cached
 
     _default_device(args)
-    emb = _extract(_load_speaker_model(args), read_key_value(args.wav_scp, "wav.scp"), args)
+    utt2path = read_key_value(args.wav_scp, "wav.scp")
+    rank, _ = init_distributed(args.device)
+    with embedding_cache(args.cache_dir, args.device) as root:
+        cache = extract_cached(_load_speaker_model(args), utt2path, root, **_extraction_settings(args))
+        if rank != 0:
+            return 0
+        emb = cache.to_dict()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in emb.items()}, str(out), metadata={"model": str(args.model)})
@@ -94,13 +95,41 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------------------------
 # svlib score
 # ----------------------------------------------------------------------------------------------------------------
-def _score(args: argparse.Namespace) -> dict:
+def _cohort_files(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """``(wav.scp, utt2spk)`` of the AS-norm cohort: ``--cohort-wav-scp`` / ``--cohort-utt2spk``, else those of
+    ``--cohort-dir``; with ``--asnorm`` and ``--profile`` but no cohort flag at all, those of the profile's
+    ``cohort_dir`` (``configs/<profile>/data.yaml``, :func:`svlib.profiles.profile_cohort_dir`)."""
+    cohort_dir = args.cohort_dir
+    if (cohort_dir is None and args.asnorm and args.profile
+            and not (args.cohort_wav_scp or args.cohort_utt2spk or args.cohort_embeddings)):
+        from svlib.profiles import profile_cohort_dir
+
+        cohort_dir = profile_cohort_dir(args.profile)
+        logger.info("AS-norm cohort: %s (cohort_dir of the %s profile)", cohort_dir, args.profile)
+    wav_scp = args.cohort_wav_scp or (str(Path(cohort_dir) / "wav.scp") if cohort_dir else None)
+    utt2spk = args.cohort_utt2spk or (str(Path(cohort_dir) / "utt2spk") if cohort_dir else None)
+    return wav_scp, utt2spk
+
+
+def _score(args: argparse.Namespace) -> dict | None:
+    """Extract (on every rank), then score (rank 0): the payload, or ``None`` on the other torchrun ranks."""
     from svlib.data.lists import read_key_value, read_trials
-    from svlib.scoring.evaluate import fit_qmf, score_trials, utterance_durations
-    from svlib.scoring.qmf import QMF
+    from svlib.distributed import init_distributed
+    from svlib.scoring.evaluate import calibration_crops, fit_qmf, score_trials, utterance_durations
+    from svlib.scoring.extract import embedding_cache, extract_cached, model_fingerprint
+    from svlib.scoring.norm import cohort_from_shards, make_cohort
+    from svlib.scoring.qmf import QMF, make_calibration_trials
 
     if args.qmf and not args.asnorm:
         raise ValueError("--qmf uses the AS-norm cohort statistics: add --asnorm and its cohort options")
+    cohort_scp_file, utt2spk_file = _cohort_files(args)
+    if args.asnorm and not utt2spk_file:
+        raise ValueError("--asnorm needs a cohort (training-set speakers): --cohort-dir DIR, or --cohort-utt2spk with "
+                         "--cohort-wav-scp or --cohort-embeddings, or --profile P whose data.yaml names a cohort_dir")
+    if not args.embeddings and not args.wav_scp:
+        raise ValueError("evaluation set: give --wav-scp to extract embeddings from, or --embeddings (.safetensors)")
+    if args.qmf and not args.wav_scp:
+        raise ValueError("QMF needs the durations of the evaluation utterances: give --wav-scp with their audio paths")
     _default_device(args)
     model = None
 
@@ -115,39 +144,68 @@ def _score(args: argparse.Namespace) -> dict:
     # A TrialList of Trial(enroll, test, target); paths in the list become utterance ids (extension dropped),
     # as do the utterances of the enrollment map.
     trials = read_trials(args.trials, enroll_map=args.enroll_map)
-    emb = _embeddings(get_model, args.wav_scp, args.embeddings, "evaluation set", args)
-    payload = {"model": args.model, "trials": args.trials, "max_seconds": args.max_seconds}
-    if not args.asnorm:
-        return {**payload, **score_trials(emb, trials).to_dict()}
+    eval_scp = read_key_value(args.wav_scp, "wav.scp") if args.wav_scp else None
+    settings = _extraction_settings(args)
+    rank, _ = init_distributed(args.device)
+    with embedding_cache(args.cache_dir, args.device) as root:
 
-    if not args.cohort_utt2spk:
-        raise ValueError("--asnorm needs --cohort-utt2spk (training-set speakers) and cohort embeddings")
-    utt2spk = read_key_value(args.cohort_utt2spk, "utt2spk")
-    cohort_emb = _embeddings(get_model, args.cohort_wav_scp, args.cohort_embeddings, "cohort", args)
-    qmf = durations = None
-    if args.qmf:
-        if not args.wav_scp or not args.cohort_wav_scp:
-            raise ValueError("QMF needs utterance durations: give --wav-scp and --cohort-wav-scp with the audio paths")
-        durations = utterance_durations(read_key_value(args.wav_scp, "wav.scp"), emb, args.max_seconds)
-        if args.qmf_model:
-            qmf = QMF.load(args.qmf_model)
-        else:
-            qmf = fit_qmf(
-                lambda sources: _extract(get_model(), sources, args),
-                cohort_emb,
-                utt2spk,
-                read_key_value(args.cohort_wav_scp, "wav.scp"),
-                n_trials=args.calibration_trials,
-                top_n=args.top_n,
-                seed=args.calibration_seed,
-                max_seconds=args.max_seconds,
-            )
-            if args.qmf_out:
-                qmf.save(args.qmf_out)
-    result = score_trials(
-        emb, trials, cohort_emb=cohort_emb, cohort_utt2spk=utt2spk, top_n=args.top_n, qmf=qmf, durations=durations
-    )
-    return {**payload, "top_n": args.top_n, **result.to_dict()}
+        def extract(utt2path):
+            if "model_id" not in settings:
+                settings["model_id"] = model_fingerprint(get_model())  # once for the three caches
+            return extract_cached(get_model(), utt2path, root, **settings)
+
+        # 1. Extraction, shared by the torchrun ranks: evaluation set, cohort, QMF calibration crops.
+        eval_cache = None if args.embeddings else extract(eval_scp)
+        utt2spk = cohort_scp = cohort_emb = calibration = crop_cache = None
+        if args.asnorm:
+            utt2spk = read_key_value(utt2spk_file, "utt2spk")
+            cohort_scp = read_key_value(cohort_scp_file, "wav.scp") if cohort_scp_file else None
+            if args.cohort_embeddings:
+                cohort_emb = load_file(args.cohort_embeddings)
+            elif cohort_scp is None:
+                raise ValueError("cohort: give --cohort-wav-scp (or --cohort-dir) to extract embeddings from, or "
+                                 "--cohort-embeddings (.safetensors)")
+            else:
+                missing = sorted(set(utt2spk) - set(cohort_scp))
+                if missing:
+                    raise KeyError(f"{cohort_scp_file} lacks {len(missing)} utterances of {utt2spk_file}, "
+                                   f"e.g. {missing[:5]}")
+                cohort_emb = extract({u: cohort_scp[u] for u in utt2spk})
+        if args.qmf and not args.qmf_model:
+            if cohort_scp is None:
+                raise ValueError("QMF calibration crops training utterances: give --cohort-wav-scp or --cohort-dir "
+                                 "with their audio paths (or --qmf-model with a fitted QMF)")
+            durations = (cohort_emb.durations() if not isinstance(cohort_emb, dict)
+                         else utterance_durations(cohort_scp, utt2spk, args.max_seconds))
+            calibration = make_calibration_trials(utt2spk, durations, args.calibration_trials,
+                                                  seed=args.calibration_seed)
+            crops = calibration_crops(calibration, cohort_scp)
+            crop_cache = extract(crops) if crops else None
+        if rank != 0:
+            return None
+
+        # 2. Scoring, on rank 0 only.
+        emb = load_file(args.embeddings) if args.embeddings else eval_cache.to_dict()
+        payload = {"model": args.model, "trials": args.trials, "max_seconds": args.max_seconds}
+        if not args.asnorm:
+            return {**payload, **score_trials(emb, trials).to_dict()}
+        cached = not isinstance(cohort_emb, dict)
+        cohort = cohort_from_shards(cohort_emb.iter_shards(), utt2spk) if cached else make_cohort(cohort_emb, utt2spk)
+        qmf = durations = None
+        if args.qmf:
+            if eval_cache is not None:
+                durations = eval_cache.durations()
+            else:
+                durations = utterance_durations(eval_scp, emb, args.max_seconds)
+            if args.qmf_model:
+                qmf = QMF.load(args.qmf_model)
+            else:
+                qmf = fit_qmf(lambda sources: crop_cache.load(sources), cohort_emb, utt2spk, cohort_scp,
+                              top_n=args.top_n, max_seconds=args.max_seconds, cohort=cohort, calibration=calibration)
+                if args.qmf_out:
+                    qmf.save(args.qmf_out)
+        result = score_trials(emb, trials, cohort=cohort, top_n=args.top_n, qmf=qmf, durations=durations)
+        return {**payload, "top_n": args.top_n, **result.to_dict()}
 
 
 def _code(text: str) -> str:
@@ -198,6 +256,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
         payload = _score(args)
     except KeyError as e:  # a key missing from embeddings, durations or lists: a user-input error
         raise ValueError(e.args[0] if e.args else str(e)) from e
+    if payload is None:  # a torchrun rank other than 0: it extracted its shards; rank 0 reports
+        return 0
     if record is not None:
         from svlib.results import default_results_dir, record_result
 
@@ -239,6 +299,8 @@ def add_scoring_parsers(subparsers) -> None:
                    "'enroll_id test 1|0' lines (format from the first line; paths become ids without extension)")
     p.add_argument("--enroll-map", help="'enroll_id utt1 utt2 ...' lines (CN-Celeb multi-utterance enrollment)")
     p.add_argument("--asnorm", action="store_true", help="also report AS-norm scores")
+    p.add_argument("--cohort-dir", help="Kaldi data directory of the training set (wav.scp + utt2spk): the AS-norm "
+                   "cohort and QMF calibration source (default with --asnorm and --profile: the profile's cohort_dir)")
     p.add_argument("--cohort-wav-scp", help="training-set 'utt path' lines (cohort, QMF calibration)")
     p.add_argument("--cohort-embeddings", help="precomputed cohort embeddings (.safetensors)")
     p.add_argument("--cohort-utt2spk", help="training-set 'utt speaker' lines")

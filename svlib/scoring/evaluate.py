@@ -3,6 +3,11 @@
 :func:`evaluate_model` is the whole protocol in one call (what ``svlib score`` and the book chapters run);
 :func:`score_trials` and :func:`fit_qmf` are its two steps for embeddings you already have.
 
+The cohort is the whole training set (VoxCeleb2 dev: 1.09 M utterances), so :func:`evaluate_model` embeds through
+an embedding cache on disk (:func:`~svlib.scoring.extract.extract_to_shards`): the cohort is streamed into speaker
+means (:func:`~svlib.scoring.norm.cohort_from_shards`), QMF reads only the calibration trials' embeddings, and under
+torchrun every rank extracts a share of the shards while rank 0 alone scores.
+
 Explained in the book chapter "Scoring and calibration".
 """
 
@@ -17,11 +22,22 @@ import numpy as np
 import torch
 
 from svlib.data.lists import TrialList, read_key_value, read_trials
-from svlib.scoring.extract import Segment, cosine_scores, enroll_embeddings, extract_embeddings, probe_duration
+from svlib.distributed import init_distributed
+from svlib.scoring.extract import (
+    Segment,
+    ShardCache,
+    cosine_scores,
+    embedding_cache,
+    enroll_embeddings,
+    extract_cached,
+    model_fingerprint,
+    probe_duration,
+)
 from svlib.scoring.metrics import evaluate_scores
-from svlib.scoring.norm import asnorm_scores, make_cohort
+from svlib.scoring.norm import Cohort, asnorm_scores, cohort_from_shards, make_cohort
 from svlib.scoring.qmf import (
     QMF,
+    CalibrationSet,
     calibration_features,
     embedding_magnitudes,
     make_calibration_trials,
@@ -30,10 +46,11 @@ from svlib.scoring.qmf import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Evaluation", "evaluate_model", "fit_qmf", "score_trials", "utterance_durations"]
+__all__ = ["Evaluation", "calibration_crops", "evaluate_model", "fit_qmf", "score_trials", "utterance_durations"]
 
 Extractor = Callable[[Mapping[str, str | Path | Segment]], dict[str, torch.Tensor]]
-"""``{key: path or Segment}`` → ``{key: (E,) raw embedding}`` (e.g. :func:`extract_embeddings` with a model bound)."""
+"""``{key: path or Segment}`` → ``{key: (E,) raw embedding}`` (e.g.
+:func:`~svlib.scoring.extract.extract_embeddings` with a model bound)."""
 
 
 @dataclass
@@ -69,36 +86,59 @@ def utterance_durations(utt2path: Mapping[str, str | Path], keys, max_seconds: f
     return {k: min(probe_duration(utt2path[k]), max_seconds) for k in keys}
 
 
+def calibration_crops(cal: CalibrationSet, utt2path: Mapping[str, str | Path]) -> dict[str, Segment]:
+    """``{key: Segment}`` of the calibration segments that are crops (the whole utterances are in the cohort)."""
+    return {k: seg for k, seg in cal.sources(utt2path).items() if k != cal.segments[k][0]}
+
+
 def fit_qmf(
     extract: Extractor,
-    cohort_emb: Mapping[str, torch.Tensor],
+    cohort_emb: Mapping[str, torch.Tensor] | ShardCache,
     utt2spk: Mapping[str, str],
     utt2path: Mapping[str, str | Path],
     n_trials: int = 10_000,
     top_n: int = 300,
     seed: int = 0,
     max_seconds: float = 60.0,
+    *,
+    cohort: Cohort | None = None,
+    durations: Mapping[str, float] | None = None,
+    calibration: CalibrationSet | None = None,
 ) -> QMF:
     """Fit QMF on calibration trials drawn from the training set (short crops and whole utterances).
 
-    Whole-utterance sides reuse ``cohort_emb``; short crops are embedded with ``extract``.
+    Whole-utterance sides are read from ``cohort_emb`` (from a :class:`~svlib.scoring.extract.ShardCache`, only the
+    rows they need); short crops are embedded with ``extract``.
 
     Args:
         extract: embeds ``{key: Segment}`` (see :data:`Extractor`).
-        cohort_emb: ``{utt: (E,) raw embedding}`` of the training utterances (the AS-norm cohort's).
+        cohort_emb: the training utterances' raw embeddings (the AS-norm cohort's): ``{utt: (E,)}`` or the
+            embedding cache they were extracted into.
         utt2spk: ``{utt: speaker}`` of the training set.
         utt2path: ``{utt: path}`` of the training set (``wav.scp``).
         n_trials: calibration trials (half target).
         top_n: AS-norm top-N (as for the evaluation trials).
         seed: seed of the calibration-trial draw.
         max_seconds: utterance duration cap (as in extraction).
+        cohort: the AS-norm cohort, when already built (default: built from ``cohort_emb``).
+        durations: ``{utt: seconds}`` of the training utterances, capped at ``max_seconds`` (default: the cache's,
+            or read from the audio headers).
+        calibration: the calibration trials, when already drawn (default:
+            :func:`~svlib.scoring.qmf.make_calibration_trials` with ``n_trials`` and ``seed``).
     """
-    cohort = make_cohort(cohort_emb, utt2spk)
-    durations = utterance_durations(utt2path, utt2spk, max_seconds)
-    cal = make_calibration_trials(utt2spk, durations, n_trials, seed=seed)
-    crops = {k: s for k, s in cal.sources(utt2path).items() if k not in cohort_emb}
-    cal_emb = {**{k: cohort_emb[k] for k in cal.segments if k in cohort_emb}, **(extract(crops) if crops else {})}
-    return QMF().fit(*calibration_features(cal, cal_emb, cohort, top_n=top_n))
+    cached = isinstance(cohort_emb, ShardCache)
+    if cohort is None:
+        cohort = cohort_from_shards(cohort_emb.iter_shards(), utt2spk) if cached else make_cohort(cohort_emb, utt2spk)
+    if calibration is None:
+        if durations is None:
+            durations = cohort_emb.durations() if cached else utterance_durations(utt2path, utt2spk, max_seconds)
+        calibration = make_calibration_trials(utt2spk, durations, n_trials, seed=seed)
+    crops = calibration_crops(calibration, utt2path)
+    whole = [k for k in calibration.segments if k not in crops]
+    cal_emb = cohort_emb.load(whole, strict=False) if cached else {k: cohort_emb[k] for k in whole if k in cohort_emb}
+    crops.update({k: Segment(utt2path[k]) for k in whole if k not in cal_emb})  # not in the cohort: extract them
+    cal_emb.update(extract(crops) if crops else {})
+    return QMF().fit(*calibration_features(calibration, cal_emb, cohort, top_n=top_n))
 
 
 def score_trials(
@@ -107,6 +147,7 @@ def score_trials(
     *,
     cohort_emb: Mapping[str, torch.Tensor] | None = None,
     cohort_utt2spk: Mapping[str, str] | None = None,
+    cohort: Cohort | None = None,
     top_n: int = 300,
     qmf: QMF | None = None,
     durations: Mapping[str, float] | None = None,
@@ -118,6 +159,8 @@ def score_trials(
         trials: the trial list; with an enrollment map, enrollment sides are averaged
             (:func:`~svlib.scoring.extract.enroll_embeddings`, CN-Celeb).
         cohort_emb, cohort_utt2spk: training-set embeddings and speakers (AS-norm cohort, §3.3).
+        cohort: the AS-norm cohort itself, e.g. from :func:`~svlib.scoring.norm.cohort_from_shards` (instead of
+            ``cohort_emb`` and ``cohort_utt2spk``).
         top_n: AS-norm top-N cohort scores per side.
         qmf: a fitted :class:`~svlib.scoring.qmf.QMF` (needs the cohort and ``durations``).
         durations: ``{utt: seconds}`` of the evaluation utterances (QMF features; enrollments sum theirs).
@@ -133,13 +176,14 @@ def score_trials(
         result.metrics[name] = evaluate_scores(scores, labels)
 
     add("cosine", cosine_scores(emb, trials))
-    if cohort_emb is None:
+    if cohort is None and cohort_emb is None:
         if qmf is not None:
-            raise ValueError("QMF uses the AS-norm cohort statistics: give cohort_emb and cohort_utt2spk too")
+            raise ValueError("QMF uses the AS-norm cohort statistics: give a cohort (or cohort_emb and cohort_utt2spk)")
         return result
-    if cohort_utt2spk is None:
-        raise ValueError("AS-norm needs cohort_utt2spk (the training speakers) next to cohort_emb")
-    cohort = make_cohort(cohort_emb, cohort_utt2spk)
+    if cohort is None:
+        if cohort_utt2spk is None:
+            raise ValueError("AS-norm needs cohort_utt2spk (the training speakers) next to cohort_emb")
+        cohort = make_cohort(cohort_emb, cohort_utt2spk)
     norm = asnorm_scores(emb, trials, cohort, top_n=top_n)
     result.cohort_speakers = len(cohort.speakers)
     add("asnorm", norm.scores)
@@ -164,30 +208,44 @@ def evaluate_model(
     trials: str | Path | TrialList,
     *,
     cohort_dir: str | Path | None = None,
+    cache_dir: str | Path | None = None,
     qmf: bool = True,
     top_n: int = 300,
     calibration_trials: int = 10_000,
     calibration_seed: int = 0,
     max_seconds: float = 60.0,
     batch_seconds: float = 120.0,
+    shard_size: int = 10_000,
     device: str | torch.device | None = None,
     progress: bool = True,
-) -> Evaluation:
+) -> Evaluation | None:
     """The paper's evaluation protocol (§3.3, Table 1) for a speaker model and Kaldi data directories.
 
     Embeds every utterance of ``eval_dir`` the trials need, scores the trials by cosine; with ``cohort_dir``
     (the training set) also by AS-norm, and with ``qmf`` by AS-norm + QMF fitted on calibration trials drawn from
     ``cohort_dir``.
 
+    Embeddings go through embedding caches (:func:`~svlib.scoring.extract.extract_cached`) under ``cache_dir``:
+    one each for the evaluation set, the cohort and the QMF calibration crops. The cohort is streamed
+    into speaker means (memory: one shard and one row per speaker), and QMF reads from the cohort cache only the
+    whole utterances its calibration trials use. Under torchrun every rank must call this function: each extracts
+    its share of every set's shards, then rank 0 scores and the other ranks return ``None``.
+
     Args:
         model: a :class:`~svlib.model.SpeakerModel`.
         eval_dir: Kaldi data directory of the evaluation utterances (its ``wav.scp`` is used).
         trials: a trial-list file (any format :func:`~svlib.data.lists.read_trials` reads) or a trial list.
         cohort_dir: Kaldi data directory of the training set (``wav.scp`` + ``utt2spk``), or ``None``.
+        cache_dir: where the embedding caches are kept, so that a later run resumes or reuses them (default: a
+            temporary folder, removed at the end).
         qmf: add QMF calibration (needs ``cohort_dir``).
         top_n: AS-norm top-N.
         calibration_trials, calibration_seed: QMF calibration-trial count and seed.
         max_seconds, batch_seconds, device, progress: as in :func:`~svlib.scoring.extract.extract_embeddings`.
+        shard_size: utterances per cache shard (:func:`~svlib.scoring.extract.extract_to_shards`).
+
+    Returns:
+        The :class:`Evaluation` (``None`` on torchrun ranks other than 0).
     """
     trials = trials if isinstance(trials, TrialList) else read_trials(trials)
     eval_scp = read_key_value(Path(eval_dir) / "wav.scp", "wav.scp")
@@ -195,25 +253,41 @@ def evaluate_model(
     missing = sorted(needed - set(eval_scp))
     if missing:
         raise KeyError(f"{eval_dir}/wav.scp lacks {len(missing)} utterances of the trials, e.g. {missing[:5]}")
+    cohort_scp = utt2spk = None
+    if cohort_dir is not None:
+        cohort_scp = read_key_value(Path(cohort_dir) / "wav.scp", "wav.scp")
+        utt2spk = read_key_value(Path(cohort_dir) / "utt2spk", "utt2spk")
+        missing = sorted(set(utt2spk) - set(cohort_scp))
+        if missing:
+            raise KeyError(f"{cohort_dir}/wav.scp lacks {len(missing)} utterances of its utt2spk, e.g. {missing[:5]}")
+    elif qmf:
+        logger.info("no cohort_dir: cosine scoring only")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rank, _ = init_distributed(device)
+    settings = dict(shard_size=shard_size, batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
+                    progress=progress, model_id=model_fingerprint(model))
 
-    def extract(sources):
-        return extract_embeddings(
-            model, sources, batch_seconds=batch_seconds, max_seconds=max_seconds, device=device, progress=progress
-        )
+    with embedding_cache(cache_dir, device) as root:
+        eval_cache = extract_cached(model, {u: eval_scp[u] for u in needed}, root, **settings)
+        cohort_cache = calibration = crop_cache = None
+        if cohort_dir is not None:
+            cohort_cache = extract_cached(model, {u: cohort_scp[u] for u in utt2spk}, root, **settings)
+            if qmf:  # every rank draws the same calibration trials and extracts its share of the crops
+                calibration = make_calibration_trials(utt2spk, cohort_cache.durations(), calibration_trials,
+                                                      seed=calibration_seed)
+                crops = calibration_crops(calibration, cohort_scp)
+                crop_cache = extract_cached(model, crops, root, **settings) if crops else None
+        if rank != 0:
+            return None
 
-    emb = extract({u: eval_scp[u] for u in sorted(needed)})
-    if cohort_dir is None:
+        emb = eval_cache.to_dict()
+        if cohort_cache is None:
+            return score_trials(emb, trials)
+        cohort = cohort_from_shards(cohort_cache.iter_shards(), utt2spk)
+        fitted = durations = None
         if qmf:
-            logger.info("no cohort_dir: cosine scoring only")
-        return score_trials(emb, trials)
-    cohort_scp = read_key_value(Path(cohort_dir) / "wav.scp", "wav.scp")
-    utt2spk = read_key_value(Path(cohort_dir) / "utt2spk", "utt2spk")
-    cohort_emb = extract({u: cohort_scp[u] for u in utt2spk})
-    fitted = durations = None
-    if qmf:
-        fitted = fit_qmf(extract, cohort_emb, utt2spk, cohort_scp, calibration_trials, top_n, calibration_seed,
-                         max_seconds)
-        durations = utterance_durations(eval_scp, needed, max_seconds)
-    return score_trials(
-        emb, trials, cohort_emb=cohort_emb, cohort_utt2spk=utt2spk, top_n=top_n, qmf=fitted, durations=durations
-    )
+            fitted = fit_qmf(lambda sources: crop_cache.load(sources), cohort_cache, utt2spk, cohort_scp,
+                             top_n=top_n, max_seconds=max_seconds, cohort=cohort, calibration=calibration)
+            eval_durations = eval_cache.durations()
+            durations = {u: eval_durations[u] for u in needed}
+        return score_trials(emb, trials, cohort=cohort, top_n=top_n, qmf=fitted, durations=durations)

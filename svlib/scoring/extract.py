@@ -11,25 +11,42 @@ stays within ``batch_seconds``. The speaker model masks padded frames (attention
 batch gives the same embeddings as one-by-one :meth:`~svlib.model.SpeakerModel.embed` calls, up to float
 round-off. Audio for the next batch is read in a background thread while the model runs.
 
+Large sets (the AS-norm cohort is the whole training set: VoxCeleb2 dev has 1.09 M utterances) are embedded into an
+*embedding cache* on disk with :func:`extract_to_shards`: the sorted utterance list is cut into shards of
+``shard_size`` utterances, each written once complete as ``shard-00000.safetensors``, next to a ``manifest.json``
+that says which model, settings and utterances the cache holds. An interrupted extraction resumes where it
+stopped, a cache of another model or other settings is refused, and under torchrun the shards are split over the
+ranks. :class:`ShardCache` reads the cache back one shard at a time (the cohort of
+:func:`~svlib.scoring.norm.cohort_from_shards`), or only the rows asked for (:meth:`ShardCache.load`).
+
 Explained in the book chapter "Scoring and calibration".
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
+import hashlib
+import json
 import logging
+import shutil
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from svlib.atomic import atomic_write
 from svlib.audio import AudioError, load_audio
 from svlib.data.lists import Trial
+from svlib.distributed import barrier, broadcast_object, init_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +55,12 @@ __all__ = [
     "probe_duration",
     "length_batches",
     "extract_embeddings",
+    "Shard",
+    "ShardCache",
+    "embedding_cache",
+    "extract_cached",
+    "extract_to_shards",
+    "model_fingerprint",
     "stack_embeddings",
     "cosine_scores",
     "enroll_embeddings",
@@ -189,6 +212,367 @@ def extract_embeddings(
     finally:
         model.train(was_training)
     return {utt: out[utt] for utt in sources}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The embedding cache: shards on disk
+# ----------------------------------------------------------------------------------------------------------------
+CACHE_FORMAT = "svlib-embedding-shards/1"
+"""``format`` of a cache's manifest and shards (a cache of another format is refused)."""
+MANIFEST_NAME = "manifest.json"
+_IDENTITY = ("format", "model", "max_seconds", "bf16", "shard_size", "n_utterances", "utterances_sha256")
+"""The manifest fields two extractions must share to use the same cache."""
+
+
+def shard_name(index: int) -> str:
+    """File name of shard ``index`` in a cache folder (zero-padded, so the files sort in shard order)."""
+    return f"shard-{index:05d}.safetensors"
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's class and state dict (names, dtypes, shapes and values): the ``model`` of a cache."""
+    digest = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach()
+        digest.update(f"\n{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        digest.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _utterance_list_hash(sources: Mapping[str, Segment]) -> str:
+    """SHA-256 of the sorted ``key, path, start, duration`` lines: the utterances a cache holds."""
+    digest = hashlib.sha256()
+    for key in sorted(sources):
+        seg = sources[key]
+        digest.update(f"{key}\t{seg.path}\t{seg.start!r}\t{seg.duration!r}\n".encode())
+    return digest.hexdigest()
+
+
+def _cache_id(manifest: Mapping) -> str:
+    """Short hash of a manifest's identity fields, written into each shard (a shard of another cache is refused)."""
+    return hashlib.sha256(json.dumps({k: manifest.get(k) for k in _IDENTITY}, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _read_manifest(cache_dir: Path) -> dict | None:
+    path = cache_dir / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e}): remove {cache_dir} or choose another cache directory") from e
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise ValueError(f"{path} is not an embedding-cache manifest (no 'shards' list)")
+    return manifest
+
+
+def _check_manifest(found: Mapping, expected: Mapping, cache_dir: Path) -> None:
+    """Raise unless the cache in ``cache_dir`` was made by the same model, settings and utterances."""
+
+    def show(key, value):
+        return f"{value[:12]}…" if key in ("model", "utterances_sha256") and isinstance(value, str) else repr(value)
+
+    diffs = [f"{k} {show(k, found.get(k))} (now {show(k, expected[k])})"
+             for k in _IDENTITY if found.get(k) != expected[k]]
+    if diffs:
+        raise ValueError(
+            f"{cache_dir} holds the embeddings of another extraction, differing in {'; '.join(diffs)}: "
+            "remove that folder or choose another cache directory"
+        )
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One shard of an embedding cache."""
+
+    index: int
+    keys: list[str]
+    """the ``n`` utterance keys, sorted."""
+    embeddings: torch.Tensor
+    """``(n, E)`` float32 raw (not normalised) embeddings, in the order of :attr:`keys`."""
+    durations: torch.Tensor
+    """``(n,)`` float64 seconds of audio the model saw (capped at the cache's ``max_seconds``)."""
+
+
+class ShardCache:
+    """An embedding cache written by :func:`extract_to_shards`, read back one shard at a time.
+
+    Args:
+        cache_dir: the cache folder (``manifest.json`` and ``shard-*.safetensors``).
+    """
+
+    def __init__(self, cache_dir: str | Path):
+        self.cache_dir = Path(cache_dir)
+        manifest = _read_manifest(self.cache_dir)
+        if manifest is None:
+            raise FileNotFoundError(
+                f"{self.cache_dir}: no {MANIFEST_NAME}, so no embedding cache (write one with extract_to_shards)"
+            )
+        if manifest.get("format") != CACHE_FORMAT:
+            raise ValueError(f"{self.cache_dir}: cache format {manifest.get('format')!r}, expected {CACHE_FORMAT!r}")
+        self.manifest = manifest
+        self.cache_id = _cache_id(manifest)
+        self._firsts = [s["first"] for s in manifest["shards"]]
+
+    def __len__(self) -> int:
+        return int(self.manifest["n_utterances"])
+
+    def __repr__(self) -> str:
+        return f"ShardCache({str(self.cache_dir)!r}, {len(self)} utterances in {self.n_shards} shards)"
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.manifest["shards"])
+
+    def missing_shards(self) -> list[int]:
+        """Indices of the shards not written yet (an unfinished extraction)."""
+        return [i for i, s in enumerate(self.manifest["shards"]) if not (self.cache_dir / s["file"]).is_file()]
+
+    def _path(self, index: int) -> Path:
+        path = self.cache_dir / self.manifest["shards"][index]["file"]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: the extraction into {self.cache_dir} did not finish (run it again to resume)"
+            )
+        return path
+
+    def _keys(self, metadata: Mapping[str, str] | None, index: int, path: Path) -> list[str]:
+        """The keys of shard ``index`` from its metadata, checked against the manifest."""
+        entry = self.manifest["shards"][index]
+        metadata = metadata or {}
+        if metadata.get("cache_id") != self.cache_id or metadata.get("index") != str(index):
+            raise ValueError(f"{path} belongs to another embedding cache than {self.cache_dir / MANIFEST_NAME}: "
+                             "remove that folder or choose another cache directory")
+        keys = json.loads(metadata["keys"])
+        if len(keys) != entry["count"] or keys[0] != entry["first"] or keys[-1] != entry["last"]:
+            raise ValueError(f"{path}: its keys do not match shard {index} of {self.cache_dir / MANIFEST_NAME}")
+        return keys
+
+    def check_shard(self, index: int) -> None:
+        """Raise unless shard ``index`` exists and belongs to this cache (reads only its header)."""
+        path = self._path(index)
+        with safe_open(str(path), framework="pt") as f:
+            self._keys(f.metadata(), index, path)
+
+    def shard(self, index: int) -> Shard:
+        """Shard ``index``, read whole."""
+        path = self._path(index)
+        with safe_open(str(path), framework="pt") as f:
+            keys = self._keys(f.metadata(), index, path)
+            return Shard(index, keys, f.get_tensor("embeddings"), f.get_tensor("durations"))
+
+    def iter_shards(self) -> Iterator[Shard]:
+        """Every shard in order, one in memory at a time."""
+        for index in range(self.n_shards):
+            yield self.shard(index)
+
+    def durations(self) -> dict[str, float]:
+        """``{key: seconds}`` of every utterance (read from the shards' small ``durations`` tensors only)."""
+        out: dict[str, float] = {}
+        for index in range(self.n_shards):
+            path = self._path(index)
+            with safe_open(str(path), framework="pt") as f:
+                out.update(zip(self._keys(f.metadata(), index, path), f.get_tensor("durations").tolist()))
+        return out
+
+    def load(self, keys: Iterable[str], strict: bool = True) -> dict[str, torch.Tensor]:
+        """``{key: (E,) embedding}`` for ``keys``, reading only their rows of only the shards that hold them.
+
+        Args:
+            keys: utterance keys.
+            strict: a key the cache lacks is an error (else it is left out of the result).
+        """
+        keys = list(dict.fromkeys(keys))
+        by_shard: dict[int, list[str]] = {}
+        missing = []
+        for key in keys:
+            index = bisect.bisect_right(self._firsts, key) - 1
+            if index >= 0 and key <= self.manifest["shards"][index]["last"]:
+                by_shard.setdefault(index, []).append(key)
+            else:
+                missing.append(key)
+        found: dict[str, torch.Tensor] = {}
+        for index, wanted in sorted(by_shard.items()):
+            path = self._path(index)
+            with safe_open(str(path), framework="pt") as f:
+                position = {k: j for j, k in enumerate(self._keys(f.metadata(), index, path))}
+                rows = f.get_slice("embeddings")
+                for key in wanted:
+                    if key in position:
+                        found[key] = rows[position[key] : position[key] + 1][0]
+                    else:
+                        missing.append(key)
+        if missing and strict:
+            raise KeyError(f"{self.cache_dir} holds no embedding for {len(missing)} keys, e.g. {sorted(missing)[:5]}")
+        return {k: found[k] for k in keys if k in found}
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        """``{key: (E,) embedding}`` of every utterance (for sets that fit in memory, e.g. an evaluation set)."""
+        out: dict[str, torch.Tensor] = {}
+        for shard in self.iter_shards():
+            out.update(zip(shard.keys, shard.embeddings))
+        return out
+
+
+def _write_shard(path: Path, shard: Shard, cache_id: str) -> None:
+    tensors = {"embeddings": shard.embeddings.contiguous(), "durations": shard.durations.contiguous()}
+    metadata = {"format": CACHE_FORMAT, "cache_id": cache_id, "index": str(shard.index), "keys": json.dumps(shard.keys)}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+@torch.no_grad()
+def extract_to_shards(
+    model: torch.nn.Module,
+    utt2path: Mapping[str, str | Path | Segment],
+    cache_dir: str | Path,
+    shard_size: int = 10_000,
+    *,
+    batch_seconds: float = 120.0,
+    max_seconds: float = 60.0,
+    device: str | torch.device | None = None,
+    bf16: bool = True,
+    utt2dur: Mapping[str, float] | None = None,
+    progress: bool = True,
+    model_id: str | None = None,
+) -> ShardCache:
+    """Embed many utterances into an embedding cache on disk, resumably and, under torchrun, on every rank.
+
+    The utterance keys are sorted and cut into shards of ``shard_size``; shard ``i`` holds keys
+    ``[i·shard_size, (i+1)·shard_size)`` and is written, once complete, as ``cache_dir/shard-0000i.safetensors``
+    (tensors ``embeddings`` ``(n, E)`` and ``durations`` ``(n,)``; the keys in its metadata) with
+    ``svlib.atomic.atomic_write``. ``cache_dir/manifest.json`` records what the cache holds: the
+    :func:`model_fingerprint`, ``max_seconds``, whether bf16 autocast ran, ``shard_size``, the number of utterances,
+    the hash of the utterance list (keys and audio sources) and each shard's file, first and last key and count.
+
+    * **Resume:** shards already on disk are kept; only the missing ones are extracted.
+    * **Refusal:** a cache whose manifest differs (another model, ``max_seconds``, bf16, shard size or utterance
+      list) raises a ``ValueError`` naming ``cache_dir``; so does a folder with shards but no manifest.
+    * **torchrun:** when ``WORLD_SIZE`` > 1 the process group is started (``svlib.distributed.init_distributed``)
+      if it is not yet; the missing shards are dealt round-robin, so in a new cache rank ``r`` extracts the shards
+      ``i`` with ``i % world_size == r`` (and a resumed one is rebalanced), and every rank waits for the others
+      before returning. Every rank must call this function with the same arguments; ``cache_dir`` must be
+      on a file system all ranks see.
+
+    Args:
+        model, batch_seconds, max_seconds, device, bf16: as in :func:`extract_embeddings` (called once per shard,
+            so the batches, and hence float round-off, depend on ``shard_size`` but not on the number of ranks).
+        utt2path: ``{key: path or Segment}``.
+        cache_dir: the cache folder (created if needed).
+        shard_size: utterances per shard (the unit of resumption and of work per rank).
+        utt2dur: known durations in seconds (skips reading file headers); stored, capped, as the shards' durations.
+        progress: show a tqdm progress bar on rank 0 (over the utterances of its shards).
+        model_id: ``model``'s :func:`model_fingerprint`, when already computed (hashing every weight of a large
+            model takes seconds; callers that fill several caches compute it once).
+
+    Returns:
+        A :class:`ShardCache` of the finished cache (on every rank).
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size={shard_size!r} must be >= 1")
+    if max_seconds <= 0:
+        raise ValueError(f"max_seconds={max_seconds!r} must be positive")
+    if not utt2path:
+        raise ValueError(f"no utterances to embed into {cache_dir}")
+    cache_dir = Path(cache_dir)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    rank, world_size = init_distributed(device)
+    sources = {key: _as_segment(utt2path[key]) for key in sorted(utt2path)}
+    keys = list(sources)
+    bounds = [(start, min(start + shard_size, len(keys))) for start in range(0, len(keys), shard_size)]
+    expected = {
+        "format": CACHE_FORMAT,
+        "model": model_id or model_fingerprint(model),
+        "max_seconds": float(max_seconds),
+        "bf16": bool(bf16 and device.type == "cuda"),
+        "shard_size": int(shard_size),
+        "n_utterances": len(keys),
+        "utterances_sha256": _utterance_list_hash(sources),
+        "shards": [{"file": shard_name(i), "first": keys[a], "last": keys[b - 1], "count": b - a}
+                   for i, (a, b) in enumerate(bounds)],
+    }
+    found = _read_manifest(cache_dir)
+    if found is not None:
+        _check_manifest(found, expected, cache_dir)
+    elif cache_dir.is_dir() and any(cache_dir.glob("shard-*.safetensors")):
+        raise ValueError(f"{cache_dir} holds embedding shards but no {MANIFEST_NAME} (an unknown cache): remove that "
+                         "folder or choose another cache directory")
+    elif rank == 0:
+        text = json.dumps(expected, indent=1)
+        atomic_write(cache_dir / MANIFEST_NAME, lambda tmp: Path(tmp).write_text(text))
+    done = [(cache_dir / shard_name(i)).is_file() for i in range(len(bounds))]
+    barrier()  # the manifest exists, and every rank has listed the finished shards, before any shard is written
+
+    cache = ShardCache(cache_dir)
+    for i in range(rank, len(bounds), world_size):
+        if done[i]:
+            cache.check_shard(i)  # a finished shard of this very cache
+    pending = [i for i in range(len(bounds)) if not done[i]]
+    todo = pending[rank::world_size]  # round-robin over the missing shards: i % world_size == rank in a new cache
+    logger.info("%s: %d shards of %d utterances, %d already done; rank %d of %d extracts %d", cache_dir, len(bounds),
+                len(keys), len(bounds) - len(pending), rank, world_size, len(todo))
+    with tqdm(total=sum(bounds[i][1] - bounds[i][0] for i in todo), desc=f"embeddings ({cache_dir.name})",
+              unit="utt", disable=not progress or rank != 0) as bar:
+        for i in todo:
+            shard_keys = keys[bounds[i][0] : bounds[i][1]]
+            seconds = {
+                k: min(float(utt2dur[k]) if utt2dur is not None and k in utt2dur else probe_duration(sources[k]),
+                       max_seconds)
+                for k in shard_keys
+            }
+            emb = extract_embeddings(model, {k: sources[k] for k in shard_keys}, batch_seconds=batch_seconds,
+                                     max_seconds=max_seconds, device=device, bf16=bf16, utt2dur=seconds,
+                                     progress=False)
+            shard = Shard(i, shard_keys, torch.stack([emb[k] for k in shard_keys]),
+                          torch.tensor([seconds[k] for k in shard_keys], dtype=torch.float64))
+            _write_shard(cache_dir / shard_name(i), shard, cache.cache_id)
+            bar.update(len(shard_keys))
+    barrier()  # every rank's shards are written
+    missing = cache.missing_shards()
+    if missing:
+        raise FileNotFoundError(f"{cache_dir}: shards {missing[:5]} are missing after extraction (another process "
+                                "removed them, or the ranks do not share this folder)")
+    return cache
+
+
+def extract_cached(
+    model: torch.nn.Module,
+    utt2path: Mapping[str, str | Path | Segment],
+    cache_root: str | Path,
+    **kwargs,
+) -> ShardCache:
+    """:func:`extract_to_shards` into ``cache_root/shards-<first 12 hex digits of the utterance-list hash>``.
+
+    The folder is named by the utterances (keys and audio sources) alone, so one ``cache_root`` holds the caches
+    of several sets (evaluation set, cohort, QMF calibration crops, other trial lists), and a set embedded
+    before — by ``svlib embed``, or as another role — is reused, not extracted again. ``kwargs`` go to
+    :func:`extract_to_shards`.
+    """
+    sources = {key: _as_segment(src) for key, src in utt2path.items()}
+    return extract_to_shards(model, sources, Path(cache_root) / f"shards-{_utterance_list_hash(sources)[:12]}",
+                             **kwargs)
+
+
+@contextlib.contextmanager
+def embedding_cache(cache_dir: str | Path | None = None, device: str | torch.device | None = None) -> Iterator[Path]:
+    """The folder for an evaluation's embedding caches, as a context manager.
+
+    ``cache_dir`` is used (and kept, so a later run reuses or resumes it); with ``None`` a temporary folder is
+    made under ``$TMPDIR`` by rank 0, shared with every torchrun rank (the process group is started for it, on
+    ``device``'s backend), and removed by rank 0 on exit. Ranks on other machines do not see it: give a shared
+    ``cache_dir`` for multi-node runs.
+    """
+    if cache_dir is not None:
+        path = Path(cache_dir)
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    rank, _ = init_distributed(device)
+    path = Path(broadcast_object(tempfile.mkdtemp(prefix="svlib-embeddings-") if rank == 0 else None))
+    try:
+        yield path
+    finally:
+        if rank == 0:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def stack_embeddings(emb: Mapping[str, torch.Tensor], keys: Iterable[str], what: str = "embedding") -> torch.Tensor:

@@ -17,6 +17,12 @@ Every embedding is L2-normalised *before* the mean is computed and subtracted (`
 raw embedding norms vary with recording quality (a QMF feature), and an averaged multi-utterance enrollment
 (:func:`~svlib.scoring.extract.enroll_embeddings`) is a mean of unit vectors, so only directions are compared.
 
+The cohort of a large training set (VoxCeleb2 dev: 1.09 M utterances, 5,994 speakers; WeSpeaker's w2v-BERT recipe
+takes its speaker means, top-300) is built in one streaming pass over an embedding cache
+(:func:`cohort_from_shards`, :class:`CohortAccumulator`): since
+``mean_{u ∈ s}(x_u − m) = (Σ_{u ∈ s} x_u) / n_s − m``, per-speaker sums and counts of the normalised embeddings
+are all it needs, so memory grows with the number of speakers, not of utterances.
+
 Everything is matrix products and ``topk``, chunked over utterances and trials for memory; statistics are
 computed once per distinct utterance, not per trial. The standard deviation is the unbiased one (``N − 1``).
 
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "Cohort",
+    "CohortAccumulator",
+    "cohort_from_shards",
     "make_cohort",
     "center_and_normalize",
     "cohort_top_stats",
@@ -81,6 +89,73 @@ def make_cohort(emb: Mapping[str, torch.Tensor], utt2spk: Mapping[str, str]) -> 
     cohort = F.normalize(sums / counts, dim=-1)
     logger.info("AS-norm cohort: %d speakers from %d utterances", len(speakers), len(utts))
     return Cohort(embeddings=cohort, mean=mean, speakers=speakers)
+
+
+class CohortAccumulator:
+    """:func:`make_cohort` in one streaming pass: feed utterance embeddings in any order and any chunks with
+    :meth:`update`, then :meth:`finalize`. Memory: ``S × E`` sums (float64) and ``S`` counts.
+
+    With ``x_u = normalize(emb[u])``, ``m = (Σ_u x_u) / U`` and each speaker's row
+    ``normalize(mean_{u ∈ s}(x_u − m)) = normalize((Σ_{u ∈ s} x_u) / n_s − m)``, the same cohort as
+    :func:`make_cohort` (up to float round-off).
+
+    Args:
+        utt2spk: ``{utt: speaker}`` of the cohort utterances; each must be fed exactly once (keys outside it are
+            ignored, as :func:`make_cohort` ignores embeddings it does not need).
+    """
+
+    def __init__(self, utt2spk: Mapping[str, str]):
+        if not utt2spk:
+            raise ValueError("the cohort needs utterances: utt2spk is empty")
+        self.utt2spk = utt2spk
+        self.speakers = sorted(set(utt2spk.values()))
+        self._row = {s: i for i, s in enumerate(self.speakers)}
+        index = torch.tensor([self._row[s] for s in utt2spk.values()])  # (U,)
+        self.expected = torch.bincount(index, minlength=len(self.speakers))  # (S,) utterances per speaker
+        self.counts = torch.zeros(len(self.speakers), dtype=torch.long)  # (S,) utterances seen
+        self.sums: torch.Tensor | None = None  # (S, E) float64 sums of normalised embeddings
+
+    def update(self, keys: Sequence[str], embeddings: torch.Tensor) -> None:
+        """Add utterances: ``keys`` (``n``) and their ``(n, E)`` raw embeddings."""
+        embeddings = torch.as_tensor(embeddings)
+        if embeddings.dim() != 2 or embeddings.shape[0] != len(keys):
+            raise ValueError(f"embeddings have shape {tuple(embeddings.shape)}; expected ({len(keys)}, E)")
+        keep = [j for j, k in enumerate(keys) if k in self.utt2spk]
+        if not keep:
+            return
+        x = F.normalize(embeddings[keep].float(), dim=-1).double()  # (n, E)
+        index = torch.tensor([self._row[self.utt2spk[keys[j]]] for j in keep])  # (n,)
+        if self.sums is None:
+            self.sums = torch.zeros(len(self.speakers), x.shape[1], dtype=torch.float64)
+        elif x.shape[1] != self.sums.shape[1]:
+            raise ValueError(f"embeddings of dimension {x.shape[1]}; earlier ones had {self.sums.shape[1]}")
+        self.sums.index_add_(0, index, x)
+        self.counts += torch.bincount(index, minlength=len(self.speakers))
+
+    def finalize(self) -> Cohort:
+        """The :class:`Cohort`; every utterance of ``utt2spk`` must have been fed exactly once."""
+        wrong = (self.counts != self.expected).nonzero().reshape(-1).tolist()
+        if wrong:
+            detail = ", ".join(f"{self.speakers[i]} ({int(self.counts[i])} of {int(self.expected[i])})"
+                               for i in wrong[:5])
+            raise KeyError(f"cohort embeddings fed for {len(wrong)} speakers do not match utt2spk (utterances seen of "
+                           f"expected: {detail}); feed each cohort utterance exactly once")
+        mean = self.sums.sum(dim=0) / self.counts.sum()  # (E,)
+        rows = self.sums / self.counts.unsqueeze(1) - mean  # (S, E)
+        cohort = F.normalize(rows, dim=-1).float()
+        logger.info("AS-norm cohort: %d speakers from %d utterances (streamed)", len(self.speakers),
+                    int(self.counts.sum()))
+        return Cohort(embeddings=cohort, mean=mean.float(), speakers=list(self.speakers))
+
+
+def cohort_from_shards(shards: Iterable, utt2spk: Mapping[str, str]) -> Cohort:
+    """The AS-norm cohort of :func:`make_cohort`, streamed over shards of embeddings (a
+    :class:`~svlib.scoring.extract.ShardCache`'s :meth:`~svlib.scoring.extract.ShardCache.iter_shards`, or any
+    iterable of objects with ``keys`` (``n``) and ``embeddings`` ``(n, E)``), one in memory at a time."""
+    accumulator = CohortAccumulator(utt2spk)
+    for shard in shards:
+        accumulator.update(shard.keys, shard.embeddings)
+    return accumulator.finalize()
 
 
 def center_and_normalize(x: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:

@@ -2,13 +2,30 @@
 
 A logistic regression maps a trial's score and *quality measures* to a calibrated log-odds. The quality measures
 let the decision threshold move with the conditions of the trial: a short or noisy utterance shifts the
-score distributions, and the regression learns by how much. Features (RECIPE.md "Scoring and evaluation"), in
-the order of :data:`FEATURE_NAMES`:
+score distributions, and the regression learns by how much.
 
-1. the (AS-normed) score;
-2. the two durations, each capped at 20 s, as ``min``, ``max``, ``|difference|`` and ``min / max``;
-3. the embedding magnitudes ``‖e‖`` of both sides (the raw embedding norm, before normalisation);
-4. the cohort mean scores of both sides (the top-``N`` mean ``μ`` of AS-norm).
+The features are symmetric in the two sides of a trial, as in WeSpeaker's QMF (RECIPE.md "Facts added after the
+first version"): a trial ``(a, b)`` and its swap ``(b, a)`` get the same feature row, so the calibrated score does
+not depend on which side is called the enrollment. Each quality measure ``q`` enters as ``min(q_e, q_t)`` and
+``max(q_e, q_t)`` (plus, for durations, two other symmetric functions). The feature vector, in the order of
+:data:`FEATURE_NAMES` (``d`` = duration in seconds capped at 20 s, ``‖e‖`` = norm of the raw embedding, ``μ`` =
+top-``N`` cohort mean score of AS-norm):
+
+====  ===================  ==========================================================
+col   name                 value
+====  ===================  ==========================================================
+0     ``score``            the trial score ``s`` (AS-normed in the paper's setting)
+1     ``min_duration``     ``min(d_e, d_t)``
+2     ``max_duration``     ``max(d_e, d_t)``
+3     ``duration_diff``    ``max(d_e, d_t) − min(d_e, d_t) = |d_e − d_t|``
+4     ``duration_ratio``   ``min(d_e, d_t) / max(d_e, d_t)``
+5     ``min_magnitude``    ``min(‖e_e‖, ‖e_t‖)``
+6     ``max_magnitude``    ``max(‖e_e‖, ‖e_t‖)``
+7     ``min_cohort_mean``  ``min(μ_e, μ_t)``
+8     ``max_cohort_mean``  ``max(μ_e, μ_t)``
+====  ===================  ==========================================================
+
+The score itself is symmetric: cosine scoring is, and AS-norm averages the two sides' z-scores.
 
 The regression is fitted on calibration trials drawn from the training set (:func:`make_calibration_trials`):
 target and non-target pairs of short (2–4 s) crops and long (whole) segments, so the durations vary as they do
@@ -52,12 +69,12 @@ FEATURE_NAMES: tuple[str, ...] = (
     "max_duration",
     "duration_diff",
     "duration_ratio",
-    "enroll_magnitude",
-    "test_magnitude",
-    "enroll_cohort_mean",
-    "test_cohort_mean",
+    "min_magnitude",
+    "max_magnitude",
+    "min_cohort_mean",
+    "max_cohort_mean",
 )
-"""The QMF feature columns, in order."""
+"""The QMF feature columns, in order (the table in the module docstring defines each)."""
 
 
 def _vector(x, name: str, n: int | None = None) -> torch.Tensor:
@@ -77,7 +94,10 @@ def quality_features(
     test_cohort_mean,
     max_duration: float = 20.0,
 ) -> torch.Tensor:
-    """The QMF feature matrix of :data:`FEATURE_NAMES`.
+    """The QMF feature matrix of :data:`FEATURE_NAMES`, symmetric in the two sides of each trial.
+
+    Swapping the ``enroll_*`` and ``test_*`` arguments gives the same matrix: each quality measure enters as the
+    min and max over the two sides (see the module docstring for the columns).
 
     Args:
         scores: ``(n_trials,)`` trial scores (AS-normed in the paper's setting).
@@ -95,6 +115,8 @@ def quality_features(
     d_t = _vector(test_duration, "test_duration", n).clamp(max=max_duration)
     if (d_e <= 0).any() or (d_t <= 0).any():
         raise ValueError("durations must be positive (seconds of audio per side)")
+    m_e, m_t = _vector(enroll_magnitude, "enroll_magnitude", n), _vector(test_magnitude, "test_magnitude", n)
+    c_e, c_t = _vector(enroll_cohort_mean, "enroll_cohort_mean", n), _vector(test_cohort_mean, "test_cohort_mean", n)
     d_min, d_max = torch.minimum(d_e, d_t), torch.maximum(d_e, d_t)
     columns = [
         s,
@@ -102,10 +124,10 @@ def quality_features(
         d_max,
         d_max - d_min,
         d_min / d_max,
-        _vector(enroll_magnitude, "enroll_magnitude", n),
-        _vector(test_magnitude, "test_magnitude", n),
-        _vector(enroll_cohort_mean, "enroll_cohort_mean", n),
-        _vector(test_cohort_mean, "test_cohort_mean", n),
+        torch.minimum(m_e, m_t),
+        torch.maximum(m_e, m_t),
+        torch.minimum(c_e, c_t),
+        torch.maximum(c_e, c_t),
     ]
     return torch.stack(columns, dim=1)
 
@@ -119,7 +141,8 @@ def trial_quality_features(
     durations: Mapping[str, float],
     max_duration: float = 20.0,
 ) -> torch.Tensor:
-    """:func:`quality_features` for a trial list: durations and embedding magnitudes looked up by key.
+    """:func:`quality_features` for a trial list: durations and embedding magnitudes looked up by key (the rows do
+    not depend on which side of a trial is the enrollment).
 
     Args:
         trials: a :class:`~svlib.data.lists.TrialList` (``Trial`` objects) or ``[(enroll, test[, label]), ...]``.
