@@ -41,6 +41,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from svlib.data.lists import read_data_dir, read_trials
+from svlib.distributed import init_distributed as dist_init
+from svlib.distributed import barrier, local_device, rank_and_world_size
 from svlib.data.loader import TrainData, build_train_loader
 from svlib.encoder import LoRAConfig
 from svlib.losses import ArcMarginProduct
@@ -229,18 +231,12 @@ class DistInfo:
 
 
 def init_distributed() -> DistInfo:
-    """Initialise torch.distributed from torchrun's environment (``WORLD_SIZE`` > 1), else a single process."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+    """Initialise torch.distributed from torchrun's environment (``WORLD_SIZE`` > 1), else a single process
+    (:mod:`svlib.distributed`: NCCL on ``cuda:LOCAL_RANK``, gloo on the CPU)."""
+    device = local_device()
+    rank, world_size = dist_init(device)
+    return DistInfo(rank=rank, world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+                    device=device)
 
 
 class _ClassifierNet(nn.Module):
@@ -430,8 +426,7 @@ class StageTrainer:
         raise NotImplementedError
 
     def _barrier(self) -> None:
-        if dist.is_initialized():
-            dist.barrier()
+        barrier()
 
     def _log(self, record: dict) -> None:
         if not self.dist.is_main:
@@ -643,7 +638,7 @@ def run_stage(config, trainer_cls, resume: bool = False, reuse: bool = False, *,
     (:class:`svlib.distill.DistillTrainer`).
     """
     exp_dir = Path(config.exp_dir)
-    is_main = init_distributed_rank() == 0
+    is_main = rank_and_world_size()[0] == 0  # read before the process group exists
     model = finished_model(config) if reuse else None
     if model is not None:
         logger.info("%s: reusing %s (same configuration, data and upstream stage)", config.name, model)
@@ -723,11 +718,6 @@ def record_stage(config, *, profile: str, results_dir: str | Path | None = None)
     return record_result(results_dir if results_dir is not None else default_results_dir(), kind="train",
                          name=config.name, profile=profile, config=config.to_dict(), metrics=metrics,
                          extra={"exp_dir": str(exp_dir), "fingerprint": fingerprint})
-
-
-def init_distributed_rank() -> int:
-    """This process's rank under torchrun (0 without it), read before the process group exists."""
-    return int(os.environ.get("RANK", "0"))
 
 
 def describe_stage(path: str | Path) -> dict:
