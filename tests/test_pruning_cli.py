@@ -9,12 +9,13 @@ from svlib.complexity import PAPER_TABLE3_PRUNED, structure_complexity
 from svlib.encoder import encoder_config
 from svlib.pruning import PrunedStructure
 from svlib.pruning.structure import AUTHORS_STRUCTURE_RESOURCE
+from test_pruning_params import AUTHORS_80_PARAMS
 
 
 def test_structure_complexity_matches_table3():
     r = structure_complexity()  # the authors' 80 % structure, Adapter-MFA head, 1 s
     assert r.frames == 49
-    assert r.encoder_params == 124_309_512 and r.head_params == 6_160_640
+    assert r.encoder_params == AUTHORS_80_PARAMS and r.head_params == 6_160_640
     assert r.params_label == "124+6.2M"
     assert r.macs / 1e9 == pytest.approx(PAPER_TABLE3_PRUNED["macs_g"], rel=0.01)
     assert r.flops / 1e9 == pytest.approx(PAPER_TABLE3_PRUNED["flops_g"], rel=0.01)
@@ -27,7 +28,7 @@ def test_cli_params_structure_json(capsys):
     path = svlib.__path__[0] + "/" + AUTHORS_STRUCTURE_RESOURCE
     assert main(["params", "--structure", path, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["encoder_params"] == 124_309_512 and out["params_label"] == "124+6.2M"
+    assert out["encoder_params"] == AUTHORS_80_PARAMS and out["params_label"] == "124+6.2M"
     assert out["sparsity"] == pytest.approx(0.786, abs=1e-3)
     assert out["paper_table3_pruned"]["macs_g"] == 6.31
 

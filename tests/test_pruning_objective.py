@@ -16,16 +16,37 @@ from svlib.pruning import (
 
 
 def test_distill_loss_by_hand():
+    """Eq. (5) as the authors and DPHuBERT compute it: a mean over the L+1 layers of (L1 − cosine), where L1 is the
+    mean absolute difference over frames and dimensions and the cosine is averaged over frames."""
     torch.manual_seed(0)
     s, t = torch.randn(3, 2, 4, 5), torch.randn(3, 2, 4, 5)
-    expected = 0.0
+    per_layer = []
     for layer in range(3):
         frames = [(s[layer, b, f], t[layer, b, f]) for b in range(2) for f in range(4)]
         l1 = sum((a - c).abs().mean() for a, c in frames) / len(frames)
         cos = sum(torch.dot(a, c) / (a.norm() * c.norm()) for a, c in frames) / len(frames)
-        expected += l1 - cos
-    assert distill_loss(s, t).item() == pytest.approx(float(expected), abs=1e-5)
-    assert distill_loss(t, t).item() == pytest.approx(-3.0, abs=1e-5)  # minimum −(L+1)
+        per_layer.append(float(l1 - cos))
+    expected = sum(per_layer) / len(per_layer)  # the mean over the 3 layers, not their sum
+    assert distill_loss(s, t).item() == pytest.approx(expected, abs=1e-5)
+    assert distill_loss(t, t).item() == pytest.approx(-1.0, abs=1e-5)  # minimum −1 for any number of layers
+
+
+def test_distill_loss_is_the_mean_over_layers():
+    """The loss does not grow with the number of hidden states: the paper's λ / log α learning rate of 0.02 was
+    tuned for this mean (a sum over 25 states weighs the distillation gradient 25 times more against Eq. (9))."""
+    torch.manual_seed(3)
+    s, t = torch.randn(25, 2, 6, 8), torch.randn(25, 2, 6, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    for m in (None, mask):
+        loss = distill_loss(s, t, m)
+        assert torch.allclose(loss, distill_loss_per_layer(s, t, m).mean(), atol=1e-6)
+        # stacking the 25 states twice (50 "layers") leaves the mean unchanged; a sum would double
+        doubled = distill_loss(torch.cat([s, s]), torch.cat([t, t]), m)
+        assert torch.allclose(doubled, loss, atol=1e-6)
+    # still exact on the valid frames only: padded frames do not count in any layer
+    s2 = s.clone()
+    s2[:, 1, 3:] = 1e3
+    assert torch.allclose(distill_loss(s2, t, mask), distill_loss(s, t, mask), atol=1e-6)
 
 
 def test_distill_loss_ignores_padding():

@@ -164,3 +164,98 @@ def test_training_mode_samples_and_backpropagates():
     a.square().mean().backward()
     assert all(p.grad is not None for p in student.log_alpha_parameters())
     assert all(torch.isfinite(p.grad).all() for p in student.log_alpha_parameters())
+
+
+def _authors_state_shapes(structure: dict, non_layer: dict[str, tuple]) -> dict[str, tuple]:
+    """Key → shape of a pruned encoder in the authors' layout, built from the structure dict alone.
+
+    Mirrors the authors' ``Wav2Vec2BertEncoderLayer``: an FFN with ``use_feed_forward`` false has neither its
+    ``ffnN`` nor its ``ffnN_layer_norm``; an attention with ``use_attention`` false has neither ``self_attn``
+    (``linear_q/k/v/out``, ``distance_embedding``) nor ``self_attn_layer_norm``. ``non_layer``: the keys outside
+    ``encoder.layers`` (feature projection, …), which pruning does not touch.
+    """
+    d = structure["hidden_size"]
+    head = d // structure["num_attention_heads"]
+    kernel = structure["conv_depthwise_kernel_size"]
+    positions = structure["left_max_position_embeddings"] + structure["right_max_position_embeddings"] + 1
+    shapes = dict(non_layer)
+    for i, (ffn, use_ffn, heads, use_attn, (conv_in, conv)) in enumerate(zip(
+            structure["intermediate_size_group"], structure["use_feed_forward"],
+            structure["num_attention_heads_group"], structure["use_attention"], structure["conv_group"])):
+        p = f"encoder.layers.{i}."
+        for n, (units, used) in enumerate(zip(ffn, use_ffn), start=1):
+            if used:
+                shapes.update({f"{p}ffn{n}_layer_norm.weight": (d,), f"{p}ffn{n}_layer_norm.bias": (d,),
+                               f"{p}ffn{n}.intermediate_dense.weight": (units, d),
+                               f"{p}ffn{n}.intermediate_dense.bias": (units,),
+                               f"{p}ffn{n}.output_dense.weight": (d, units), f"{p}ffn{n}.output_dense.bias": (d,)})
+        if use_attn:
+            shapes.update({f"{p}self_attn_layer_norm.weight": (d,), f"{p}self_attn_layer_norm.bias": (d,),
+                           f"{p}self_attn.linear_out.weight": (d, heads * head), f"{p}self_attn.linear_out.bias": (d,),
+                           f"{p}self_attn.distance_embedding.weight": (positions, head)})
+            for proj in ("linear_q", "linear_k", "linear_v"):
+                shapes.update({f"{p}self_attn.{proj}.weight": (heads * head, d),
+                               f"{p}self_attn.{proj}.bias": (heads * head,)})
+        shapes.update({f"{p}conv_module.layer_norm.weight": (conv_in,), f"{p}conv_module.layer_norm.bias": (conv_in,),
+                       f"{p}conv_module.pointwise_conv1.weight": (2 * conv, conv_in, 1),
+                       f"{p}conv_module.depthwise_conv.weight": (conv, 1, kernel),
+                       f"{p}conv_module.depthwise_layer_norm.weight": (conv,),
+                       f"{p}conv_module.depthwise_layer_norm.bias": (conv,),
+                       f"{p}conv_module.pointwise_conv2.weight": (conv_in, conv, 1),
+                       f"{p}final_layer_norm.weight": (d,), f"{p}final_layer_norm.bias": (d,)})
+    return shapes
+
+
+def test_removed_blocks_have_no_parameters_as_in_the_authors_checkpoints(tmp_path):
+    """A block pruned to zero units (authors' ``use_attention: false`` / ``use_feed_forward: false``) has no
+    parameters at all, its output bias included: the pruned model loads a state dict in the authors' layout strictly,
+    still computes what the gated model computes, and survives save / load_model."""
+    from svlib.model import SpeakerModel, load_model
+
+    torch.manual_seed(8)
+    model = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    model.encoder = GatedW2VBertEncoder(model.encoder.hf_model)
+    student = model.encoder
+    with torch.no_grad():
+        for gates in student.gates():
+            for gate in gates.values():
+                gate.log_alpha.normal_(1.0, 2.0)
+            gates["conv"].log_alpha[:4].fill_(6.0)  # the authors never remove a conv module
+        student.gates()[1]["attention"].log_alpha.fill_(-8.0)  # use_attention false in layer 2
+        student.gates()[2]["ffn2"].log_alpha.fill_(-8.0)  # use_feed_forward [true, false] in layer 3
+        for layer in student.model.encoder.layers:  # large output biases, so that a kept or lost bias shows
+            for linear in (layer.self_attn.linear_out, layer.ffn1.output_dense, layer.ffn2.output_dense):
+                linear.bias.normal_(0.0, 1.0)
+    student.eval()
+    features, mask = _padded_batch(8)
+    with torch.no_grad():
+        masked = student(features, mask)
+        model.encoder = student.prune_()
+        pruned = model.encoder.eval()(features, mask)
+    d = model.encoder.config.to_dict()
+    assert d["use_attention"][1] is False and d["use_feed_forward"][2] == [True, False]
+    assert sum(d["use_attention"]) == 3 and sum(map(sum, d["use_feed_forward"])) == 7  # only those two removed
+
+    # (1) no key for the removed blocks
+    keys = set(model.encoder.model.state_dict())
+    for prefix in ("encoder.layers.1.self_attn.", "encoder.layers.1.self_attn_layer_norm.",
+                   "encoder.layers.2.ffn2.", "encoder.layers.2.ffn2_layer_norm."):
+        assert not any(k.startswith(prefix) for k in keys), prefix
+    # (2) the key set and shapes of the authors' layout, built from the structure alone, load strictly
+    state = model.encoder.model.state_dict()
+    non_layer = {k: tuple(v.shape) for k, v in state.items() if not k.startswith("encoder.layers.")}
+    expected = _authors_state_shapes(d, non_layer)
+    assert keys == set(expected)
+    authors_state = {k: torch.randn(shape) for k, shape in expected.items()}
+    model.encoder.model.load_state_dict(authors_state, strict=True)
+    # (3) masked == pruned (computed before loading the random state above)
+    valid = mask.bool()[None, :, :, None].expand_as(pruned)
+    assert (pruned - masked)[valid].abs().max().item() <= 1e-5
+    # (4) a saved pruned speaker model round-trips through load_model (strict)
+    model.save(tmp_path / "pruned")
+    loaded = load_model(tmp_path / "pruned")
+    assert set(loaded.encoder.model.state_dict()) == keys
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[k], v), k
+    with torch.no_grad():
+        assert torch.equal(loaded.encoder(features, mask), model.encoder(features, mask))

@@ -32,7 +32,7 @@ from svlib.pruning.objective import (
 )
 from svlib.pruning.params import LayerCosts, expected_params, structure_params, structure_sparsity
 from svlib.pruning.prune import (
-    ConstantBlock,
+    EmptyBlock,
     apply_structure,
     build_pruned_encoder,
     prune_attention,
@@ -46,7 +46,7 @@ __all__ = [
     "GAMMA",
     "ZETA",
     "AugmentedLagrangian",
-    "ConstantBlock",
+    "EmptyBlock",
     "GatedChannelNorm",
     "GatedLinear",
     "GatedW2VBertEncoder",

@@ -27,6 +27,14 @@ channels only:
 
 The statistics are computed in float32 (as ``nn.LayerNorm`` does under autocast).
 
+A block whose gates are all 0 is a removed block (the authors' ``use_attention: false`` / ``use_feed_forward:
+false``), and its pruned form has no parameters at all (:mod:`svlib.pruning.prune`). So that the gated model
+computes exactly what that pruned model computes, :class:`GatedLinear` adds its output bias only while at least one
+of its gates is non-zero: with every gate closed, the FFN or attention output is 0 and the residual connection
+passes the input through, as in the authors' forward. This holds for the deterministic mask (eval) and for samples
+(training), and matches Eq. (8)'s count, where the bias is kept with probability ``1 − Π_j (1 − E[L0_j])``
+(:mod:`svlib.pruning.params`). The conv module's ``pointwise_conv2`` has no bias in transformers.
+
 Explained in the book chapters "Hard Concrete gates" and "Lagrangian pruning".
 """
 
@@ -60,7 +68,8 @@ class GatedLinear(nn.Module):
     """A linear layer whose input units are multiplied by Hard Concrete gates (Eq. 6: ``θ = θ̂ ⊙ z``).
 
     Takes over the ``weight`` ``(out, n·unit_size)`` and ``bias`` of ``linear`` (the same parameter objects). Input
-    columns ``j·unit_size … (j+1)·unit_size − 1`` belong to gate ``j``.
+    columns ``j·unit_size … (j+1)·unit_size − 1`` belong to gate ``j``. The bias is added only while at least one
+    gate is non-zero: with all gates 0 the block is removed and the output is exactly 0 (see the module docstring).
 
     Args:
         linear: the ``nn.Linear`` to gate (``output_dense`` of an FFN, ``linear_out`` of the attention).
@@ -83,9 +92,12 @@ class GatedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.gate()  # -> (n,)
+        bias = self.bias
+        if bias is not None:  # a removed block (every gate 0) has no output bias; a product, not an `if`: no host sync
+            bias = bias * (z > 0).any().to(bias.dtype)
         if self.unit_size > 1:
             z = z.repeat_interleave(self.unit_size)  # -> (n·unit_size,)
-        return F.linear(x * z.to(x.dtype), self.weight, self.bias)
+        return F.linear(x * z.to(x.dtype), self.weight, bias)
 
 
 class GatedChannelNorm(nn.Module):
@@ -145,6 +157,11 @@ def _attach_gates(layer: nn.Module, config: PruningConfig, device: torch.device)
     heads = attn.linear_out.in_features // attn.head_size
     attn.linear_out = GatedLinear(attn.linear_out, gate(heads, config.init_drop_heads), unit_size=attn.head_size)
     conv = layer.conv_module
+    if conv.pointwise_conv2.bias is not None:
+        raise ValueError(
+            "conv_module.pointwise_conv2 has a bias: svlib's conv gates cannot remove it with the last channel "
+            "(transformers' Wav2Vec2BertConvolutionModule has none)"
+        )
     channels = conv.depthwise_layer_norm.normalized_shape[0]
     conv_gate = gate(channels, config.init_drop_conv)
     conv.depthwise_layer_norm = GatedChannelNorm(conv.depthwise_layer_norm, conv.activation, conv_gate)
@@ -247,7 +264,8 @@ class GatedW2VBertEncoder(W2VBertEncoder):
         return [{name: g.deterministic_mask() for name, g in gates.items()} for gates in self.gates()]
 
     def structure(self) -> PrunedStructure:
-        """The structure the deterministic masks select (units with a non-zero mask are kept)."""
+        """The structure the deterministic masks select (units with a non-zero mask are kept; a block with none is
+        removed, ``use_attention`` / ``use_feed_forward`` false)."""
         masks = self.deterministic_masks()
         count = [{name: int((m > 0).sum()) for name, m in layer.items()} for layer in masks]
         return PrunedStructure(
@@ -265,8 +283,10 @@ class GatedW2VBertEncoder(W2VBertEncoder):
     def prune_(self) -> W2VBertEncoder:
         """Physically prune the student in place with the deterministic masks; the gates are removed.
 
-        Kept units are those with a non-zero mask; their mask values are folded into ``output_dense``,
-        ``linear_out`` and ``pointwise_conv2`` columns (see :mod:`svlib.pruning.prune`). In eval mode only.
+        Kept units are those with a non-zero mask; their soft mask values (``sigmoid(0.8 · log α / β)``, see
+        :meth:`~svlib.pruning.hardconcrete.HardConcrete.deterministic_mask`) are folded into ``output_dense``,
+        ``linear_out`` and ``pointwise_conv2`` columns, and a block with no kept unit is removed with all its
+        parameters (see :mod:`svlib.pruning.prune`). In eval mode only.
 
         Returns:
             A :class:`~svlib.encoder.W2VBertEncoder` around the pruned ``Wav2Vec2BertModel`` (this object's model;

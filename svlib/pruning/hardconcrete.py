@@ -7,8 +7,10 @@ and returns, with no input,
 
 * in training mode a **sample** (Eq. 7): ``u ~ U(0, 1)``,
   ``s = sigmoid((log u − log(1 − u) + log α) / β)``, ``z = min(1, max(0, s·(ζ − γ) + γ))``;
-* in eval mode a **deterministic mask** (DPHuBERT's convention): the ``k = round(Σ_j E[L0_j])`` units with the
-  largest ``log α`` keep the value ``min(1, max(0, sigmoid(log α)·(ζ − γ) + γ))``, every other unit is 0.
+* in eval mode a **deterministic mask**, DPHuBERT's and the authors' rule: with ``n`` gates and
+  ``L0 = Σ_j E[L0_j]`` the expected number of open gates, the ``round(n − L0)`` units with the smallest ``log α``
+  are 0 and every other unit keeps the soft value ``sigmoid(0.8 · log α / β)``
+  (:meth:`HardConcrete.deterministic_mask`).
 
 The expected L0 norm of one gate (Eq. 8) is ``P(z_j > 0) = sigmoid(log α_j − β·log(−γ/ζ))``.
 
@@ -30,6 +32,9 @@ ZETA = 1.1
 """Upper stretch limit ζ of Eq. (7) (``limit_r`` in the authors' structure files)."""
 INIT_STD = 0.01
 """Standard deviation of the initial ``log α`` (DPHuBERT's value)."""
+EVAL_FACTOR = 0.8
+"""The factor in the eval-time value ``sigmoid(0.8 · log α / β)`` of a kept gate: DPHuBERT's "empirically validated
+magic number" (from FLOP), also in the authors' code."""
 
 
 def expected_l0(log_alpha: torch.Tensor, beta: float = BETA, gamma: float = GAMMA, zeta: float = ZETA) -> torch.Tensor:
@@ -126,20 +131,29 @@ class HardConcrete(nn.Module):
         return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
 
     def deterministic_mask(self) -> torch.Tensor:
-        """The eval-mode gates, shape ``(n,)``: top-``round(Σ E[L0])`` units by ``log α`` keep their value.
+        """The eval-mode gates, shape ``(n,)``: DPHuBERT's and the authors' rule, exactly.
 
-        A kept unit's value is ``min(1, max(0, sigmoid(log α)·(ζ − γ) + γ))``, the stretched and clamped
-        expectation of ``s``; it can be below 1 (physical pruning folds it into the next weights) and is 0 in the
-        corner case ``log α ≤ log(−γ/ζ)`` ≈ −2.40, where the unit counts as pruned. The
-        number of kept units is rounded half up.
+        1. ``L0 = Σ_j sigmoid(log α_j − β·log(−γ/ζ))``, the expected number of open gates (Eq. 8);
+        2. ``num_zeros = round(n − L0)``, with Python's ``round`` (halves to even) as in their code;
+        3. every unit gets the value ``sigmoid(0.8 · log α_j / β)`` (:data:`EVAL_FACTOR`);
+        4. the ``num_zeros`` units with the smallest ``log α`` are set to 0 (among equal ``log α`` the higher index
+           goes first, so ties keep the lowest indices).
+
+        So ``n − num_zeros`` units, the top-k by ``log α``, stay; their values are soft (below 1), and physical
+        pruning folds them into the next weights (:mod:`svlib.pruning.prune`). Step 4 orders by ``log α`` rather
+        than by the values of step 3, which is the same order wherever the float32 values differ and well
+        defined where they round to the same number. Per-gate terms are computed in the dtype of ``log α``, their
+        sum in float64.
         """
-        n_keep = int(math.floor(self.l0_norm().item() + 0.5))
-        values = (torch.sigmoid(self.log_alpha) * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
-        mask = torch.zeros_like(values)
-        if n_keep > 0:
-            index = torch.topk(self.log_alpha, n_keep).indices
-            mask = mask.index_put((index,), values[index])
-        return mask
+        log_alpha = self.log_alpha
+        num_zeros = round(self.n - self.l0().double().sum().item())
+        values = torch.sigmoid(log_alpha / self.beta * EVAL_FACTOR)
+        if num_zeros <= 0:
+            return values
+        # a stable ascending sort of −log α lists the units from the largest log α, lowest index first among ties
+        order = torch.sort(-log_alpha.detach(), stable=True).indices
+        zeros = order[self.n - num_zeros:]
+        return values.index_fill(0, zeros, 0.0)
 
     def forward(self) -> torch.Tensor:
         """The gates: :meth:`sample` in training mode, :meth:`deterministic_mask` in eval mode, shape ``(n,)``."""

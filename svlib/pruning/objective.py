@@ -8,7 +8,7 @@ One training step of the pruning stage, with a teacher :class:`~svlib.encoder.W2
     ...
     with torch.no_grad():
         teacher_states = teacher(features, mask)
-    loss_distill = distill_loss(student(features, mask), teacher_states, mask)        # Eq. (5)
+    loss_distill = distill_loss(student(features, mask), teacher_states, mask)        # Eq. (5), mean over layers
     s = student.expected_sparsity()                                                      # Eq. (8)
     t = target_sparsity(step, config.target_sparsity, config.warmup_steps)
     loss = loss_distill + lagrangian(s, t)                                               # Eq. (9)
@@ -68,21 +68,25 @@ def distill_loss_per_layer(
 def distill_loss(
     student_states: torch.Tensor, teacher_states: torch.Tensor, attention_mask: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Distillation loss of Eq. (5): ``Σ_l [L1(h_l, ĥ_l) − cos(h_l, ĥ_l)]`` over all ``L+1`` hidden states.
+    """Distillation loss of Eq. (5): the **mean** over the ``L+1`` layers of ``L1(h_l, ĥ_l) − cos(h_l, ĥ_l)``.
 
-    L1 and cosine terms have equal weights, and the layers are summed as in Eq. (5); the sum over frames of Eq. (5)
-    is taken as a mean over the valid frames (DPHuBERT's normalisation), so the loss does not grow with the crop
-    length or the batch size. See :func:`distill_loss_per_layer`.
+    Eq. (5) writes sums over layers and frames; svlib takes means, as the authors (``nn.L1Loss()``,
+    ``cos_sim(...).mean()``) and DPHuBERT do: L1 is averaged over the valid frames and the ``D`` dimensions, the
+    cosine over the valid frames, and the per-layer terms (:func:`distill_loss_per_layer`, equal weights) over the
+    ``L+1`` layers. The scale matters: Eq. (9) adds this loss to the sparsity penalty, and the paper's learning rate
+    of 0.02 for ``log α`` and λ was tuned for the mean. A sum over the 25 states of w2v-BERT 2.0 weighs the
+    distillation gradient 25 times more against the penalty, and the expected sparsity then lags far behind the
+    target (``bench/probe_distill_sparsity.py``). Padded frames (``attention_mask`` 0) count in no layer.
 
     Args:
-        student_states: ``(L+1, B, T, D)`` student hidden states.
-        teacher_states: ``(L+1, B, T, D)`` teacher hidden states.
+        student_states: ``(L+1, B, T, D)`` student hidden states ``ĥ_0 … ĥ_L``.
+        teacher_states: ``(L+1, B, T, D)`` teacher hidden states ``h_0 … h_L`` (no gradient flows into them).
         attention_mask: ``(B, T)``, 1 for valid frames; ``None`` if nothing is padded.
 
     Returns:
-        A scalar; its minimum is ``−(L+1)`` (identical states).
+        A scalar; its minimum is −1 (identical states), whatever the number of layers.
     """
-    return distill_loss_per_layer(student_states, teacher_states, attention_mask).sum()
+    return distill_loss_per_layer(student_states, teacher_states, attention_mask).mean()
 
 
 class _ReverseGradient(torch.autograd.Function):

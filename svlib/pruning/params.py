@@ -5,19 +5,22 @@ w2v-BERT 2.0 (hidden size ``D``, FFN size ``I``, ``H`` heads of size ``d``, ``C 
 ``K``; the bias flags are read from the modules):
 
 * **FFN** (each of the two): a kept unit costs ``2D + 1`` (``intermediate_dense`` row + bias, ``output_dense``
-  column); its layer norm (``2D``) stays while at least one unit is kept; the output bias (``D``) always stays.
+  column); its layer norm (``2D``) and ``output_dense.bias`` (``D``) stay while at least one unit is kept.
 * **attention**: a kept head costs ``4·D·d + 3·d`` (``linear_q/k/v`` rows + biases, ``linear_out`` columns);
-  ``self_attn_layer_norm`` (``2D``) and the relative-key ``distance_embedding`` stay while at least one head is
-  kept; ``linear_out.bias`` (``D``) always stays.
+  ``self_attn_layer_norm`` (``2D``), the relative-key ``distance_embedding`` and ``linear_out.bias`` (``D``) stay
+  while at least one head is kept.
 * **conv**: a kept channel costs ``2D`` (``pointwise_conv1`` rows ``c`` *and* ``c + C``, the GLU's two halves, no
   bias) + ``K`` (depthwise kernel, no bias) + 2 (depthwise layer norm) + ``D`` (``pointwise_conv2`` column, no
   bias); the module's ``layer_norm`` (``2D``) stays while at least one channel is kept.
 
-Everything else (feature projection, ``final_layer_norm``, ``masked_spec_embed``) is a constant. With ``q_j = E[L0_j]``
-the expected count of a block is ``fixed + unit·Σ_j q_j + shared·(1 − Π_j (1 − q_j))``: the last factor is the
-probability that at least one gate is open (gates are independent), so with hard 0/1 gates the formula is exactly
-the parameter count of the physically pruned model (:mod:`svlib.pruning.prune`). The authors' code counted
-``pointwise_conv1`` once per channel instead of twice; svlib counts both halves.
+A block with no unit kept has no parameters at all, as in the authors' pruned checkpoints (``use_attention: false``,
+``use_feed_forward: false``): its output bias goes with it (:mod:`svlib.pruning.prune`).
+
+Everything else (feature projection, ``final_layer_norm``, ``masked_spec_embed`` where a model has it) is a constant.
+With ``q_j = E[L0_j]`` the expected count of a block is ``unit·Σ_j q_j + shared·(1 − Π_j (1 − q_j))``: the last
+factor is the probability that at least one gate is open (gates are independent), so with hard 0/1 gates the formula
+is exactly the parameter count of the physically pruned model (:mod:`svlib.pruning.prune`). The authors' code
+counted ``pointwise_conv1`` once per channel instead of twice; svlib counts both halves.
 """
 
 from __future__ import annotations
@@ -54,19 +57,18 @@ class BlockCost:
     Args:
         units: number of prunable units in the unpruned block (``I``, ``H`` or ``C``).
         per_unit: parameters each unit owns (Eq. 8's ``|g|``).
-        shared: parameters kept while at least one unit is kept.
-        fixed: parameters kept even with no unit (the output bias).
+        shared: parameters kept while at least one unit is kept (layer norms, the output bias, …); a block with no
+            unit has none.
     """
 
     units: int
     per_unit: int
     shared: int
-    fixed: int
 
     @property
     def full(self) -> int:
         """Parameters of the unpruned block."""
-        return self.fixed + self.shared + self.units * self.per_unit
+        return self.shared + self.units * self.per_unit
 
     def expected(self, q: torch.Tensor) -> torch.Tensor:
         """Expected parameters given the per-unit keep probabilities ``q`` (``(units,)``; 0/1 for a hard structure).
@@ -75,13 +77,13 @@ class BlockCost:
             q: ``E[L0]`` of each unit's gate, shape ``(units,)``.
 
         Returns:
-            ``fixed + per_unit·Σ q + shared·(1 − Π(1 − q))``, a scalar tensor.
+            ``per_unit·Σ q + shared·(1 − Π(1 − q))``, a scalar tensor.
         """
         if q.shape != (self.units,):
             raise ValueError(f"expected {self.units} keep probabilities, found shape {tuple(q.shape)}")
         q = q.to(torch.float64)  # counts reach 5.8e8: float32 would round them to multiples of 32
         any_kept = 1.0 - torch.prod(1.0 - q)
-        return self.fixed + self.per_unit * q.sum() + self.shared * any_kept
+        return self.per_unit * q.sum() + self.shared * any_kept
 
 
 @dataclass(frozen=True)
@@ -114,8 +116,7 @@ class LayerCosts:
         ffn_cost = BlockCost(
             units=inter.weight.shape[0],
             per_unit=inter.weight.shape[1] + (1 if inter.bias is not None else 0) + d_model,
-            shared=_numel(layer.ffn1_layer_norm),
-            fixed=_n(out.bias),
+            shared=_numel(layer.ffn1_layer_norm) + _n(out.bias),
         )
         attn = layer.self_attn
         d, heads = attn.head_size, attn.linear_q.weight.shape[0] // attn.head_size
@@ -126,8 +127,9 @@ class LayerCosts:
         attn_cost = BlockCost(
             units=heads,
             per_unit=per_head,
-            shared=_numel(layer.self_attn_layer_norm) + _numel(getattr(attn, "distance_embedding", None)),
-            fixed=_n(attn.linear_out.bias),
+            shared=_numel(layer.self_attn_layer_norm)
+            + _numel(getattr(attn, "distance_embedding", None))
+            + _n(attn.linear_out.bias),
         )
         conv = layer.conv_module
         pw1, dw, norm, pw2 = conv.pointwise_conv1, conv.depthwise_conv, conv.depthwise_layer_norm, conv.pointwise_conv2
@@ -138,7 +140,7 @@ class LayerCosts:
             + (1 if norm.weight is not None else 0) + (1 if norm.bias is not None else 0)
             + pw2.weight.shape[0] * pw2.weight.shape[2]
         )
-        conv_cost = BlockCost(units=channels, per_unit=per_channel, shared=_numel(conv.layer_norm), fixed=_n(pw2.bias))
+        conv_cost = BlockCost(units=channels, per_unit=per_channel, shared=_numel(conv.layer_norm) + _n(pw2.bias))
         costs = cls(ffn=ffn_cost, attention=attn_cost, conv=conv_cost)
         for name in BLOCKS:
             actual = sum(_numel(getattr(layer, m)) for m in _BLOCK_MODULES[name]) - _gate_numel(layer, name)
@@ -243,13 +245,11 @@ def structure_params(structure) -> int:
     Returns:
         The number of parameters of the pruned ``Wav2Vec2BertModel``.
     """
-    from transformers import Wav2Vec2BertModel
-
+    from svlib.encoder import new_hf_encoder
     from svlib.pruning.structure import load_structure
 
     structure = load_structure(structure)
-    with torch.device("meta"):
-        teacher = Wav2Vec2BertModel(structure.hf_config())
+    teacher = new_hf_encoder(structure.hf_config(), meta=True)  # as build_pruned_encoder builds it
     costs = LayerCosts.from_layer(teacher.encoder.layers[0])
     count = expected_params(costs, constant_params(teacher), structure_keep(structure, costs))
     return int(round(count.item()))

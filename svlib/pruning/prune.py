@@ -12,11 +12,15 @@ the kept gate values to fold into the next weights (the deterministic Hard Concr
   ``c + C`` (the GLU's value and gate halves), ``depthwise_conv`` channel ``c`` (``groups`` updated),
   ``depthwise_layer_norm`` over the kept channels only, ``pointwise_conv2`` column ``c`` (scaled).
 
-A block whose units are all pruned is replaced by a :class:`ConstantBlock` returning what its output still depends
-on — the FFN's ``output_dense.bias``, the attention's ``linear_out.bias``, the conv module's ``pointwise_conv2`` bias
-(``None`` in w2v-BERT 2.0: zeros) — and the layer norm that fed it becomes ``nn.Identity`` (the conv module's own
-``layer_norm`` goes with it). The parameter count of the result is what
-:func:`svlib.pruning.params.expected_params` gives for hard gates.
+A block whose units are all pruned is removed, as in the authors' pruned checkpoints (``use_attention: false``,
+``use_feed_forward: false``): it holds **no parameters** — the attention or FFN with its output bias, the layer norm
+that fed it (``nn.Identity`` now) and, for the conv module, its own ``layer_norm`` — so a checkpoint in the authors'
+layout loads strictly. It becomes an :class:`EmptyBlock` that returns zeros, which the layer's residual connection
+adds to the input: exactly the authors' forward, which skips the branch. The output bias of a removed block is *not*
+a constant left in the residual stream: the gated model drops it too whenever all of a block's gates are 0
+(:class:`svlib.pruning.gated.GatedLinear`), so the masked and the pruned model agree exactly, and Eq. (8) counts the
+bias with the parameters that stay while at least one unit is kept (:mod:`svlib.pruning.params`). The parameter
+count of the result is what :func:`svlib.pruning.params.expected_params` gives for hard gates.
 
 The slicers work on the meta device too: that is how :func:`build_pruned_encoder` counts a structure at full size.
 """
@@ -29,6 +33,7 @@ import torch
 from torch import nn
 from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
 
+from svlib.encoder import new_hf_encoder
 from svlib.pruning.structure import PrunedStructure, load_structure
 
 logger = logging.getLogger(__name__)
@@ -37,31 +42,28 @@ SUPPORTED_POSITION_EMBEDDINGS = ("relative_key", None)
 """Position-embedding types whose attention heads svlib can prune (w2v-BERT 2.0 uses ``relative_key``)."""
 
 
-class ConstantBlock(nn.Module):
-    """A Conformer block with every unit pruned: its output no longer depends on its input.
+class EmptyBlock(nn.Module):
+    """A Conformer block whose units are all pruned: no parameters, zero output (the block is removed).
 
-    Returns ``bias`` broadcast to ``(B, T, D)`` (zeros when ``bias`` is ``None``); as an attention block it returns
-    ``(output, None)`` like ``Wav2Vec2BertSelfAttention``.
+    Returns zeros of shape ``(B, T, D)``, so the layer's residual connection passes its input through unchanged, as
+    the authors' layers do when ``use_attention`` / ``use_feed_forward`` is false. As an attention block it returns
+    ``(zeros, None)`` like ``Wav2Vec2BertSelfAttention``.
 
     Args:
-        bias: the output bias of the pruned block, shape ``(D,)``, or ``None``.
         hidden_size: ``D``.
         attention: return a tuple ``(output, attention_weights=None)``.
     """
 
-    def __init__(self, bias: torch.Tensor | None, hidden_size: int, attention: bool = False):
+    def __init__(self, hidden_size: int, attention: bool = False):
         super().__init__()
         self.hidden_size = hidden_size
         self.attention = attention
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad)
 
     def extra_repr(self) -> str:
-        return f"hidden_size={self.hidden_size}, bias={self.bias is not None}, attention={self.attention}"
+        return f"hidden_size={self.hidden_size}, attention={self.attention}"
 
     def forward(self, hidden_states: torch.Tensor, *args, **kwargs):
         out = hidden_states.new_zeros((*hidden_states.shape[:-1], self.hidden_size))  # -> (B, T, D)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)  # a new tensor, not a view of the parameter
         return (out, None) if self.attention else out
 
 
@@ -134,8 +136,9 @@ def prune_feed_forward(layer: nn.Module, name: str, index, scale: torch.Tensor |
     """Keep the intermediate units ``index`` of the macaron FFN ``name`` (``"ffn1"`` or ``"ffn2"``) of ``layer``.
 
     ``intermediate_dense`` keeps rows ``index`` (weight ``(I, D)``, bias ``(I,)``); ``output_dense`` keeps columns
-    ``index`` of its ``(D, I)`` weight, multiplied by ``scale`` (the gate values). No units: the FFN becomes a
-    :class:`ConstantBlock` of ``output_dense.bias`` and ``<name>_layer_norm`` an ``nn.Identity``.
+    ``index`` of its ``(D, I)`` weight, multiplied by ``scale`` (the gate values). No units: the FFN is removed
+    (``use_feed_forward: false``): it becomes an :class:`EmptyBlock` and ``<name>_layer_norm`` an ``nn.Identity``,
+    with no parameters left, the output bias included.
 
     Args:
         layer: a ``Wav2Vec2BertEncoderLayer``.
@@ -152,7 +155,7 @@ def prune_feed_forward(layer: nn.Module, name: str, index, scale: torch.Tensor |
     out = ffn.output_dense
     index = _index(index, out.weight.device)
     if len(index) == 0:
-        setattr(layer, name, ConstantBlock(out.bias, out.weight.shape[0]))
+        setattr(layer, name, EmptyBlock(out.weight.shape[0]))
         setattr(layer, f"{name}_layer_norm", nn.Identity())
         return 0
     inter = ffn.intermediate_dense
@@ -168,8 +171,9 @@ def prune_attention(layer: nn.Module, index, scale: torch.Tensor | None = None) 
     Head ``h`` owns rows ``h·d … (h+1)·d − 1`` of ``linear_q``, ``linear_k``, ``linear_v`` (weights ``(H·d, D)``,
     biases) and the same columns of ``linear_out`` (weight ``(D, H·d)``), which are multiplied by ``scale[h]``.
     The relative-key ``distance_embedding`` ``(left + right + 1, d)`` is shared by the heads and kept whole. No
-    heads: the attention becomes a :class:`ConstantBlock` of ``linear_out.bias`` and ``self_attn_layer_norm`` an
-    ``nn.Identity``.
+    heads: the attention is removed (``use_attention: false``): it becomes an :class:`EmptyBlock` and
+    ``self_attn_layer_norm`` an ``nn.Identity``, with no parameters left (``linear_out.bias`` and
+    ``distance_embedding`` included).
 
     Args:
         layer: a ``Wav2Vec2BertEncoderLayer``.
@@ -188,7 +192,7 @@ def prune_attention(layer: nn.Module, index, scale: torch.Tensor | None = None) 
     out = attn.linear_out
     index = _index(index, out.weight.device)
     if len(index) == 0:
-        layer.self_attn = ConstantBlock(out.bias, out.weight.shape[0], attention=True)
+        layer.self_attn = EmptyBlock(out.weight.shape[0], attention=True)
         layer.self_attn_layer_norm = nn.Identity()
         return 0
     d = attn.head_size
@@ -210,8 +214,9 @@ def prune_convolution(layer: nn.Module, index, scale: torch.Tensor | None = None
     value and gate halves), channel ``c`` of ``depthwise_conv`` (weight ``(C, 1, K)``, ``groups = C``) and of
     ``depthwise_layer_norm`` (which then normalises over the kept channels only), and column ``c`` of
     ``pointwise_conv2`` (weight ``(D, C, 1)``), multiplied by ``scale[c]``. If the norm is svlib's gated channel norm,
-    the activation it took over is given back to ``conv_module.activation``. No channels: the module becomes a
-    :class:`ConstantBlock` of ``pointwise_conv2.bias`` (zeros when there is none).
+    the activation it took over is given back to ``conv_module.activation``. No channels: the module becomes an
+    :class:`EmptyBlock` with no parameters (transformers' ``pointwise_conv2`` has no bias, so nothing of its output
+    is lost; the authors never prune a conv module to zero channels).
 
     Args:
         layer: a ``Wav2Vec2BertEncoderLayer``.
@@ -225,7 +230,7 @@ def prune_convolution(layer: nn.Module, index, scale: torch.Tensor | None = None
     pw1, dw, norm, pw2 = conv.pointwise_conv1, conv.depthwise_conv, conv.depthwise_layer_norm, conv.pointwise_conv2
     index = _index(index, pw2.weight.device)
     if len(index) == 0:
-        layer.conv_module = ConstantBlock(pw2.bias, pw2.weight.shape[0])
+        layer.conv_module = EmptyBlock(pw2.weight.shape[0])
         return 0
     channels = dw.weight.shape[0]
     k = len(index)
@@ -293,8 +298,10 @@ def build_pruned_encoder(
 ) -> Wav2Vec2BertModel:
     """Build a pruned ``Wav2Vec2BertModel`` from a structure alone (random weights, or on the meta device).
 
-    The unpruned model of ``structure.config`` is built (randomly initialised by transformers) and resized with
-    :func:`apply_structure`. Load trained weights into the result with ``load_state_dict``.
+    The unpruned model of ``structure.config`` is built as svlib builds every encoder
+    (:func:`svlib.encoder.new_hf_encoder`: randomly initialised by transformers, without the unused
+    ``masked_spec_embed``) and resized with :func:`apply_structure`. Load trained weights into the result with
+    ``load_state_dict``.
 
     Args:
         structure: a :class:`~svlib.pruning.structure.PrunedStructure`, a dict or JSON file in the authors' format,
@@ -305,11 +312,4 @@ def build_pruned_encoder(
         The pruned model.
     """
     structure = load_structure(structure)
-    config = structure.hf_config()
-    if meta:
-        with torch.device("meta"):
-            model = Wav2Vec2BertModel(config)
-        model = model.to("meta")  # masked_spec_embed is created with torch.Tensor(), which ignores the default device
-    else:
-        model = Wav2Vec2BertModel(config)
-    return apply_structure(model, structure)
+    return apply_structure(new_hf_encoder(structure.hf_config(), meta=meta), structure)

@@ -11,8 +11,9 @@ unpruned model, with five extra keys, one entry per Conformer layer:
 
 plus the Hard Concrete constants ``limit_l`` (γ), ``limit_r`` (ζ), ``temperature`` (β) and ``prune``.
 :class:`PrunedStructure` reads and writes that format (the config keys are kept as they are, so a structure file
-also describes the unpruned teacher). A block with zero units is "not used"; svlib keeps the output bias of such a
-block (see :mod:`svlib.pruning.prune`), so ``use_*`` is simply ``units > 0``.
+also describes the unpruned teacher). A block with zero units is "not used" and, as in the authors' checkpoints,
+has no parameters at all, its output bias and layer norm included (see :mod:`svlib.pruning.prune`); so ``use_*`` is
+simply ``units > 0``.
 
 svlib ships the authors' 80 % structure as package data (:func:`authors_structure`).
 """
