@@ -11,6 +11,11 @@ MATHJAX_STAMP := $(MATHJAX_DIR)/.vendored-$(MATHJAX_VERSION)
 
 .PHONY: setup mathjax book test bench clean
 
+# the book's workspace is this checkout (models in exp/, corpus in data/) and its results store _build/results
+# (what the Results chapter shows); svlib's own default is a per-user folder (svlib/core/paths.py)
+export SVLIB_HOME := $(CURDIR)
+export SVLIB_RESULTS := $(CURDIR)/_build/results
+
 # setup: create .venv if missing and install svlib with the book and test extras (again when pyproject.toml changes)
 setup: $(STAMP)
 $(STAMP): pyproject.toml

@@ -6,7 +6,7 @@ A measurement script, not a test. It runs svlib's own pruning objective — :fun
 without weight decay) — on a randomly initialised 24-layer encoder of the ``tiny`` width (so that Eq. (5) has the 25
 hidden states of w2v-BERT 2.0 and a step takes well under a second on a CPU), with random input features. The target
 sparsity 0.8 is reached after ``--warmup`` steps instead of 10,000. The student weights' and log α's gradient norm is
-clipped as ``svlib.distill`` does (``--grad-clip``, the authors' 1.0 by default).
+clipped as ``svlib.training.distill`` does (``--grad-clip``, the authors' 1.0 by default).
 
 The one switch is how the 25 per-layer terms of Eq. (5) are reduced: ``sum`` (svlib before the fix) or ``mean``
 (svlib's :func:`~svlib.pruning.distill_loss`, the authors' and DPHuBERT's). It exists only in this script. Both runs
@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from svlib.encoder import W2VBertEncoder, build_hf_encoder
+from svlib.model.encoder import W2VBertEncoder, build_hf_encoder
 from svlib.pruning import (
     AugmentedLagrangian,
     GatedW2VBertEncoder,

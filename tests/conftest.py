@@ -1,7 +1,13 @@
 """Shared fixtures: small models and waveforms that keep the suite fast on a 2-core CPU."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
+
+# the tests' workspace is the checkout, as with `make test` (the demo corpus in data/, the chapters' models in exp/)
+os.environ.setdefault("SVLIB_HOME", str(Path(__file__).resolve().parents[1]))
 
 
 @pytest.fixture(autouse=True)

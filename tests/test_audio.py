@@ -1,4 +1,4 @@
-"""svlib.audio: validation errors, mono mixing, resampling and atomic saving."""
+"""svlib.frontend.audio: validation errors, mono mixing, resampling and atomic saving."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from svlib.audio import AudioError, load_audio, resample, save_audio
+from svlib.frontend.audio import AudioError, load_audio, resample, save_audio
 
 
 def write(path, data, sr=16000, subtype=None):
@@ -109,7 +109,7 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     """mkstemp makes 0600 files; what svlib writes must be readable like any file open() creates."""
     import os
 
-    from svlib.atomic import atomic_write
+    from svlib.core.atomic import atomic_write
 
     mask = os.umask(0o022)
     try:

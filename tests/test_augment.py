@@ -1,4 +1,4 @@
-"""svlib.augment: exact SNR, reverberation, coloured noise, RIR simulation, category probabilities, demo material."""
+"""svlib.data.augment: exact SNR, reverberation, coloured noise, RIR simulation, category probabilities, demo material."""
 
 from __future__ import annotations
 
@@ -11,15 +11,14 @@ import scipy.signal
 import soundfile as sf
 import torch
 
-from svlib.augment import (
+from svlib.data.demo_noise import decode_g722, demo_noise_bank
+from svlib.data.augment import (
     CATEGORIES,
     AugmentChoice,
     Augmenter,
     NoiseBank,
     add_noise,
     coloured_noise,
-    decode_g722,
-    demo_noise_bank,
     estimate_rt60,
     load_rirs,
     reverberate,

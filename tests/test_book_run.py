@@ -1,4 +1,4 @@
-"""svlib.book: chapter order from the toc, papermill parameter injection, failure reports, resume, the profile's
+"""svlib.book.run: chapter order from the toc, papermill parameter injection, failure reports, resume, the profile's
 missing paths, the CLI, and the results tables. Chapters here are tiny throwaway notebooks in tmp_path."""
 
 import json
@@ -9,9 +9,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from svlib import book
-from svlib.book import ChapterError, MissingPathsError, book_tables, eval_record_name, run_book, toc_chapters
-from svlib.results import record_result
+from svlib.analysis.tables import TABLE_COLUMNS, book_tables, eval_record_name, ours_rows
+from svlib.book import run as book
+from svlib.book.run import ChapterError, MissingPathsError, run_book, toc_chapters
+from svlib.cli import build_parser
+from svlib.core.results import record_result
 
 LOG_CELL = (
     "from pathlib import Path\n"
@@ -75,13 +77,13 @@ def test_toc_order_markdown_skipped(tmp_path):
 
 def test_repo_chapters_follow_the_toc():
     assert book.CHAPTERS == [p.stem for p in toc_chapters()]
-    assert book.CHAPTERS and all((book.TOC.parent / "book" / f"{c}.ipynb").is_file() for c in book.CHAPTERS)
+    assert book.CHAPTERS and all((book.default_toc().parent / "book" / f"{c}.ipynb").is_file() for c in book.CHAPTERS)
 
 
 def test_run_in_toc_order_with_parameters(tmp_path, caplog):
     toc, log = _book(tmp_path)
     out = tmp_path / "runs"
-    with caplog.at_level(logging.INFO, logger="svlib.book"):
+    with caplog.at_level(logging.INFO, logger="svlib.book.run"):
         paths = run_book("demo", parameters={"log": str(log), "knob": 7, "only_second": 5, "nobody": 1},
                          output_dir=out, toc=toc, config_root=_profiles(tmp_path))
     assert [p.name for p in paths] == ["c_first.ipynb", "b_second.ipynb", "a_third.ipynb"]
@@ -155,13 +157,9 @@ def test_chapter_without_profile_parameter_is_rejected(tmp_path):
 
 def test_cli_run_failure_exit_code(tmp_path, monkeypatch, capsys):
     toc, log = _book(tmp_path, failing="c_first")
-    monkeypatch.setattr(book, "TOC", toc)
-    monkeypatch.setattr(book, "CONFIG_ROOT", _profiles(tmp_path))
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    book.add_book_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["book", "run", "--profile", "demo", "--chapter", "c_first", "a_third",
+    monkeypatch.setattr(book, "default_toc", lambda: toc)
+    monkeypatch.setenv("SVLIB_CONFIGS", str(_profiles(tmp_path)))
+    args = build_parser().parse_args(["book", "run", "--profile", "demo", "--chapter", "c_first", "a_third",
                               "-p", "log", str(log), "--output-dir", str(tmp_path / "o")])
     assert args.func(args) == 1
     err = capsys.readouterr().err
@@ -179,7 +177,7 @@ def test_book_tables_join_paper_and_ours(tmp_path, capsys):
                   metrics={"macs": 6.2e9, "flops": 12.4e9, "encoder_params": 123_000_000, "sparsity": 0.79})
     tables = book_tables(results)
     t1, t3 = tables["Table 1"], tables["Table 3"]
-    assert list(t1.columns) == book.TABLE_COLUMNS
+    assert list(t1.columns) == TABLE_COLUMNS
     row = t1[(t1.record == name) & (t1.metric == "eer") & (t1.calibration == "yes")].iloc[0]
     assert (row.paper, row.ours, row.profile) == (0.12, 0.13, "paper")
     row = t1[(t1.record == name) & (t1.metric == "min_dcf") & (t1.calibration == "no")].iloc[0]
@@ -197,17 +195,14 @@ def test_book_tables_join_paper_and_ours(tmp_path, capsys):
     assert t2.record[i - 1] == "LoRA_Adapter_MFA.vox2.s3_lmft.vox1-o"
     assert t2.ours.notna().sum() == 2 and t2.paper.notna().sum() == 24  # the paper record is in Table 2 too
 
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    book.add_book_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     args = parser.parse_args(["book", "tables", "--results", str(results), "--json"])
     assert args.func(args) == 0
     payload = json.loads(capsys.readouterr().out)
     assert set(payload) == {"Table 1", "Table 2", "Table 3"} and any(r["ours"] == 0.13 for r in payload["Table 1"])
 
     # --ours: the rows with our numbers, the demo row after the paper row it sits next to, nothing else
-    compact = book.ours_rows(t2)
+    compact = ours_rows(t2)
     assert compact["paper"].tolist()[::2] == [0.24, 0.14] and compact["ours"].tolist()[1:] == [6.5, 0.15]
     assert math.isnan(compact["ours"][0]) and math.isnan(compact["paper"][1]) and "record" not in compact
     args = parser.parse_args(["book", "tables", "--results", str(results), "--ours"])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from svlib.cli import main
-from svlib.complexity import PAPER_PARAMS_M, PAPER_TABLE3_FULL, count_macs, table2_complexity
+from svlib.analysis.complexity import PAPER_PARAMS_M, PAPER_TABLE3_FULL, count_macs, table2_complexity
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,12 @@
 """svlib.data.prepare: Kaldi data directories from tiny fake VoxCeleb / VoxBlink2 / CN-Celeb trees."""
 
-import argparse
 import json
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from svlib.data.cli import add_data_parser, cmd_data
+from svlib.cli import build_parser
 from svlib.data.lists import MissingUtterancesError, read_data_dir, read_enroll_map, read_trials
 from svlib.data.prepare import (
     add_durations,
@@ -190,10 +189,8 @@ def test_add_durations_names_unreadable_file(tmp_path):
 
 
 def run_cli(argv):
-    parser = argparse.ArgumentParser(prog="svlib")
-    add_data_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    assert args.func is cmd_data
+    """``svlib <argv>`` without main's error handling, so that a test sees the exception."""
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

@@ -7,14 +7,14 @@ import pytest
 import soundfile as sf
 import torch
 
-from svlib.augment import Augmenter, NoiseBank
+from svlib.data.augment import Augmenter, NoiseBank
+from svlib.frontend.audio import crop_or_loop
 from svlib.data.dataset import (
     SPEED_FACTORS,
     CropItem,
     CropLengthBatchSampler,
     SpeakerTrainDataset,
     collate,
-    crop_or_loop,
     frames_to_samples,
     item_generator,
     speed_perturb,

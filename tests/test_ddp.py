@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from svlib.model import load_model
-from svlib.train import train
+from svlib.training import train
 from test_distill import distill_yaml
 from test_train import stage_yaml, write_corpus
 

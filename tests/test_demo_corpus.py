@@ -4,7 +4,6 @@ The corpus tests build the real corpus once per session into ``default_data_root
 ~35 s of package downloads on a cold 2-core machine; under a second once cached), hence ``slow``.
 """
 
-import argparse
 import hashlib
 import json
 import time
@@ -12,10 +11,10 @@ import time
 import pytest
 import soundfile as sf
 
-from svlib.audio import load_audio
+from svlib.frontend.audio import load_audio
 from svlib.data import demo
-from svlib.data.cli import add_data_parser
-from svlib.data.debian import default_data_root
+from svlib.cli import build_parser
+from svlib.core.paths import default_data_root
 from svlib.data.demo import (
     SAME_LANGUAGE_PAIRS,
     SOURCES,
@@ -200,9 +199,7 @@ def test_package_evidence_on_disk(corpus):
 
 @pytest.mark.slow
 def test_cli_demo_prints_summary(corpus, capsys):
-    parser = argparse.ArgumentParser()
-    add_data_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["data", "demo", "--json", "--no-progress"])
+    args = build_parser().parse_args(["data", "demo", "--json", "--no-progress"])
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["speakers"] == corpus.speakers and out["train"]["utterances"] == corpus.train.utterances

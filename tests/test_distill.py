@@ -1,4 +1,4 @@
-"""The pruning stages (svlib.distill): distill + prune, distill, then an SV stage on the pruned encoder."""
+"""The pruning stages (svlib.training.distill): distill + prune, distill, then an SV stage on the pruned encoder."""
 
 from pathlib import Path
 
@@ -6,11 +6,13 @@ import pytest
 import torch
 import yaml
 
-from svlib.distill import DistillConfig, prune
+from svlib.training.distill import DistillConfig, prune
 from svlib.model import SpeakerModel, load_model
-from svlib.pruning import PrunedStructure, structure_params, structure_sparsity
-from svlib.results import default_results_dir, load_record
-from svlib.train import read_metrics, train
+from svlib.model.structure import PrunedStructure
+from svlib.pruning import structure_params, structure_sparsity
+from svlib.core.paths import default_results_dir
+from svlib.core.results import load_record
+from svlib.training import read_metrics, train
 from test_train import stage_yaml, write_corpus
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import Wav2Vec2BertModel
 
-from svlib.encoder import (
+from svlib.model.encoder import (
     LoRAConfig,
     W2VBertEncoder,
     build_hf_encoder,

@@ -1,4 +1,4 @@
-"""svlib.features against transformers' SeamlessM4TFeatureExtractor (the w2v-BERT 2.0 preprocessor), max |diff| <= 1e-3."""
+"""svlib.frontend.features against transformers' SeamlessM4TFeatureExtractor (the w2v-BERT 2.0 preprocessor), max |diff| <= 1e-3."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from svlib import features as F
+from svlib.frontend import features as F
 
 transformers = pytest.importorskip("transformers")
 
@@ -139,7 +139,8 @@ def test_module_has_no_state_and_too_short_input_raises():
 def speech():
     if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
         pytest.skip("apt-get/dpkg not available: cannot fetch Debian's klettres-data recordings")
-    from svlib.data.debian import default_data_root, speech_sample
+    from svlib.core.paths import default_data_root
+    from svlib.data.debian import speech_sample
 
     wav, sr = speech_sample(default_data_root(), n_clips=4)
     assert sr == SR and wav.dim() == 1 and wav.shape[0] > SR

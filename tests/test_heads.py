@@ -1,11 +1,11 @@
-"""Tests for svlib.heads: exact parameter counts (paper Table 2 / RECIPE.md), shapes, masking, gradients."""
+"""Tests for svlib.model.heads: exact parameter counts (paper Table 2 / RECIPE.md), shapes, masking, gradients."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from svlib.heads import (
+from svlib.model.heads import (
     AdapterMFAHead,
     AttentiveStatisticsPooling,
     HeadConfig,

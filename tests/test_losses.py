@@ -1,4 +1,4 @@
-"""Tests for svlib.losses: ArcFace logits against an explicit angle computation, and the margin schedule."""
+"""Tests for svlib.model.losses: ArcFace logits against an explicit angle computation, and the margin schedule."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svlib.losses import ArcMarginProduct, MarginScheduler
+from svlib.model.losses import ArcMarginProduct, MarginScheduler
 
 
 def arcface_2d(angles: list[float], label: int, margin: float, scale: float, easy_margin: bool = False):

@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 import svlib
-from svlib.encoder import LoRAConfig
+from svlib.model.encoder import LoRAConfig
 from svlib.model import SpeakerModel, load_model
 
 
@@ -72,7 +72,7 @@ def test_load_errors_name_the_file(tmp_path):
 
 
 def test_head_must_match_encoder():
-    from svlib.heads import HeadConfig
+    from svlib.model.heads import HeadConfig
 
     with pytest.raises(ValueError, match="head expects 25 states"):
         SpeakerModel.build("tiny", head=HeadConfig(type="mfa"))

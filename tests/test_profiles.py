@@ -2,7 +2,8 @@
 
 import pytest
 
-from svlib.profiles import CONFIG_ROOT, available_profiles, load_profile, profile_of_config
+from svlib.core.paths import config_root, profile_of_config
+from svlib.data.profiles import available_profiles, load_profile
 
 
 def test_profiles_exist_and_resolve(monkeypatch):
@@ -22,7 +23,7 @@ def test_missing_variable_and_unknown_profile_are_clear(monkeypatch):
 
 
 def test_profile_data_names_every_unset_variable_and_missing_path(monkeypatch, tmp_path):
-    from svlib.profiles import profile_data
+    from svlib.data.profiles import profile_data
 
     for var in ("VOX_TRAIN_DIR", "VOX1_DIR", "VOX1_O_TRIALS"):
         monkeypatch.delenv(var, raising=False)
@@ -40,11 +41,11 @@ def test_profile_data_names_every_unset_variable_and_missing_path(monkeypatch, t
 
 
 def test_profile_of_config_is_the_configs_folder(tmp_path):
-    assert profile_of_config(CONFIG_ROOT / "demo" / "s1_freeze.yaml") == "demo"
-    assert profile_of_config(CONFIG_ROOT / "paper" / "prune" / "p1_prune.yaml") == "paper"
-    assert profile_of_config(CONFIG_ROOT / "demo" / ".." / "paper" / "s3_lmft.yaml") == "paper"
+    assert profile_of_config(config_root() / "demo" / "s1_freeze.yaml") == "demo"
+    assert profile_of_config(config_root() / "paper" / "prune" / "p1_prune.yaml") == "paper"
+    assert profile_of_config(config_root() / "demo" / ".." / "paper" / "s3_lmft.yaml") == "paper"
     assert profile_of_config(tmp_path / "s1.yaml") is None
-    assert profile_of_config(CONFIG_ROOT / "README.md") is None  # not inside a profile's folder
+    assert profile_of_config(config_root() / "README.md") is None  # not inside a profile's folder
     copy = tmp_path / "elsewhere" / "paper"  # a copy of configs/paper (the rehearsal's) keeps its profile
     (copy / "prune").mkdir(parents=True)
     (copy / "profile.yaml").write_text("profile: paper\n")

@@ -5,10 +5,10 @@ import json
 import pytest
 
 from svlib.cli import main
-from svlib.complexity import PAPER_TABLE3_PRUNED, structure_complexity
-from svlib.encoder import encoder_config
-from svlib.pruning import PrunedStructure
-from svlib.pruning.structure import AUTHORS_STRUCTURE_RESOURCE
+from svlib.analysis.complexity import PAPER_TABLE3_PRUNED, structure_complexity
+from svlib.model.encoder import encoder_config
+from svlib.model.structure import PrunedStructure
+from svlib.model.structure import AUTHORS_STRUCTURE_RESOURCE
 from test_pruning_params import AUTHORS_80_PARAMS
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from svlib.pruning import BETA, GAMMA, ZETA, HardConcrete, expected_l0
+from svlib.pruning import BETA, GAMMA, HardConcrete, ZETA, expected_l0
 
 
 def _gate(n: int, log_alpha: torch.Tensor | float) -> HardConcrete:

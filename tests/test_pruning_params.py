@@ -7,18 +7,11 @@ import random
 import pytest
 import torch
 
-from svlib.complexity import count_parameters
-from svlib.encoder import build_hf_encoder, encoder_config
-from svlib.pruning import (
-    GatedW2VBertEncoder,
-    LayerCosts,
-    PrunedStructure,
-    authors_structure,
-    build_pruned_encoder,
-    prune_attention,
-    structure_params,
-    structure_sparsity,
-)
+from svlib.analysis.complexity import count_parameters
+from svlib.model.encoder import build_hf_encoder, encoder_config
+from svlib.model.resize import build_pruned_encoder, prune_attention
+from svlib.model.structure import PrunedStructure, authors_structure
+from svlib.pruning import GatedW2VBertEncoder, LayerCosts, structure_params, structure_sparsity
 
 SMALL = {"hidden_size": 48, "num_attention_heads": 3, "intermediate_size": 40, "num_hidden_layers": 3,
          "conv_depthwise_kernel_size": 5}

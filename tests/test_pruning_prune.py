@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from svlib.encoder import build_hf_encoder
-from svlib.pruning import GatedChannelNorm, GatedW2VBertEncoder, HardConcrete, build_pruned_encoder, prune_convolution
+from svlib.model.encoder import build_hf_encoder
+from svlib.model.resize import build_pruned_encoder, prune_convolution
+from svlib.pruning import GatedChannelNorm, GatedW2VBertEncoder, HardConcrete
 
 SMALL = {"hidden_size": 48, "num_attention_heads": 3, "intermediate_size": 40, "num_hidden_layers": 3,
          "conv_depthwise_kernel_size": 5}
@@ -93,7 +94,7 @@ def test_prune_requires_eval_and_happens_once():
 
 
 def test_teacher_is_untouched_and_lora_is_refused():
-    from svlib.encoder import LoRAConfig, W2VBertEncoder
+    from svlib.model.encoder import LoRAConfig, W2VBertEncoder
 
     teacher = W2VBertEncoder(build_hf_encoder("tiny"))
     before = {k: v.clone() for k, v in teacher.state_dict().items()}

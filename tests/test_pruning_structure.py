@@ -6,11 +6,14 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from svlib.pruning.config import PruningConfig
 import torch
 
-from svlib.encoder import build_hf_encoder, encoder_config
-from svlib.pruning import GatedW2VBertEncoder, PrunedStructure, authors_structure, is_structure_dict
-from svlib.pruning.structure import STRUCTURE_KEYS
+from svlib.model.encoder import build_hf_encoder, encoder_config
+from svlib.model.structure import PrunedStructure, authors_structure, is_structure_dict
+from svlib.pruning import GatedW2VBertEncoder
+from svlib.model.structure import STRUCTURE_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTHORS_FILE = Path("/work/shared/reference/authors_pruned_structure_0.8.json")
@@ -44,7 +47,7 @@ def test_package_data_glob_ships_the_structure():
 
 def test_save_load_round_trip(tmp_path):
     structure = PrunedStructure(ffn=[(3, 0), (256, 17), (1, 1), (0, 0)], heads=[0, 4, 1, 2], conv=[64, 0, 5, 9],
-                                config=encoder_config("tiny").to_dict())
+                                config=encoder_config("tiny").to_dict(), gates=PruningConfig().gate_settings())
     path = structure.save(tmp_path / "sub" / "structure.json")
     assert not list(path.parent.glob(".*.tmp"))  # atomic write leaves no temporary file
     loaded = PrunedStructure.load(path)
@@ -54,6 +57,9 @@ def test_save_load_round_trip(tmp_path):
     assert d["use_attention"] == [False, True, True, True]
     assert d["use_feed_forward"][0] == [True, False] and d["conv_group"][1] == [64, 0]
     assert d["limit_l"] == -0.1 and d["limit_r"] == 1.1 and d["temperature"] == pytest.approx(2 / 3)
+    assert loaded.gates == structure.gates
+    bare = PrunedStructure(ffn=structure.ffn, heads=structure.heads, conv=structure.conv, config=structure.config)
+    assert "limit_l" not in bare.to_dict() and bare == structure  # the gate settings are written only when known
 
 
 def test_extract_structure_from_gated_student():

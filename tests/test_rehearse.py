@@ -1,5 +1,5 @@
 """The rehearsal: every command of the reproduction page, run as written on synthetic corpora and a random checkpoint
-with the released structure, under torchrun with 2 processes (svlib.rehearse)."""
+with the released structure, under torchrun with 2 processes (svlib.book.rehearse)."""
 
 import json
 import re
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from svlib.book import book_tables
-from svlib.rehearsal_exec import rewrite
-from svlib.rehearse import SCRIPTS, reproduce_dir, rehearse, shrink_overrides
+from svlib.analysis.tables import book_tables
+from svlib.book.rehearsal_exec import rewrite
+from svlib.book.rehearse import SCRIPTS, reproduce_dir, rehearse, shrink_overrides
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
 

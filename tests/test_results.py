@@ -1,4 +1,4 @@
-"""svlib.results: records written atomically with their provenance, read back as a table; and the paper's numbers in
+"""svlib.core.results: records written atomically with their provenance, read back as a table; and the paper's numbers in
 results/paper_reference.csv checked against the paper's own table lines (a typo in the CSV fails here)."""
 
 import hashlib
@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from svlib import __version__
-from svlib.results import default_results_dir, load_results, paper_reference, record_result
+from svlib.core.paths import default_data_root, default_results_dir, expand_env, home
+from svlib.core.results import load_results, record_result
+from svlib.analysis.tables import paper_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = Path("/work/shared/paper/w2v-bert-sv-paper.txt")
@@ -73,11 +75,25 @@ def test_bad_records_are_refused(tmp_path):
         load_results(tmp_path)
 
 
-def test_default_results_dir(monkeypatch, tmp_path):
-    monkeypatch.delenv("SVLIB_RESULTS", raising=False)
-    assert default_results_dir() == ROOT / "_build" / "results"
-    monkeypatch.setenv("SVLIB_RESULTS", str(tmp_path))
-    assert default_results_dir() == tmp_path
+def test_default_roots(monkeypatch, tmp_path):
+    """Runs write where told, else under the per-user workspace: never into the checkout or the installed package."""
+    for var in ("SVLIB_RESULTS", "SVLIB_HOME", "SVLIB_DATA", "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert home() == tmp_path / "user" / ".local" / "share" / "svlib"
+    assert default_results_dir() == home() / "records" and default_data_root() == home() / "data"
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert home() == tmp_path / "xdg" / "svlib"
+    monkeypatch.setenv("SVLIB_HOME", str(tmp_path / "work"))
+    assert default_results_dir() == tmp_path / "work" / "records" and default_data_root() == tmp_path / "work" / "data"
+    monkeypatch.setenv("SVLIB_RESULTS", str(tmp_path / "store"))
+    monkeypatch.setenv("SVLIB_DATA", str(tmp_path / "corpora"))
+    assert default_results_dir() == tmp_path / "store" and default_data_root() == tmp_path / "corpora"
+    assert expand_env({"a": "${SVLIB_HOME}/exp/x", "b": {"c": "${SVLIB_DATA}/demo"}}, "test") == {
+        "a": f"{tmp_path}/work/exp/x", "b": {"c": f"{tmp_path}/corpora/demo"}}
+    monkeypatch.delenv("SVLIB_NOT_SET_ANYWHERE", raising=False)
+    with pytest.raises(ValueError, match="SVLIB_NOT_SET_ANYWHERE"):
+        expand_env({"k": "x/${SVLIB_NOT_SET_ANYWHERE}/y"}, "test")
 
 
 # ---------------------------------------------------------------------------------------- the paper's numbers
@@ -198,7 +214,7 @@ def test_reference_spot_checks_and_companions(reference):
                                         "WeSpeaker reproduction (Vox2 only, no calibration)",
                                         "DiariZen (structured pruning of WavLM, reported speed-up)"}
     records = reference[reference["record"] != ""]["record"]
-    from svlib.book import parse_eval_record_name
+    from svlib.analysis.tables import parse_eval_record_name
 
     for name in records[records.str.contains(r"\.")]:
         parse_eval_record_name(name)  # every join key follows the record convention

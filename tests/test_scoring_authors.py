@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from svlib.encoder import LoRAConfig
+from svlib.model.encoder import LoRAConfig
 from svlib.model import SpeakerModel
 from svlib.scoring.authors import load_authors_checkpoint, map_authors_key, unwrap_state_dict
 

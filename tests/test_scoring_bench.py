@@ -1,7 +1,7 @@
 """``bench_extract`` runs and reports its parts (on the tiny model; the real numbers come from the full model)."""
 
 from svlib.model import SpeakerModel
-from svlib.scoring.bench import bench_extract
+from svlib.bench.extract import bench_extract
 
 
 def test_bench_extract_reports_parts():

@@ -1,22 +1,20 @@
 """``svlib embed`` / ``svlib score`` end to end on a tiny model and synthetic audio (list readers: test_data_lists)."""
 
-import argparse
 import json
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from svlib.audio import save_audio
+from svlib.frontend.audio import save_audio
 from svlib.data.lists import read_key_value
 from svlib.model import SpeakerModel
-from svlib.scoring.cli import add_scoring_parsers
+from svlib.cli import build_parser
 
 
 def run(argv):
-    parser = argparse.ArgumentParser(prog="svlib")
-    add_scoring_parsers(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
+    """``svlib <argv>`` without main's error handling, so that a test sees the exception."""
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 
@@ -105,8 +103,8 @@ def test_evaluate_model_matches_the_command_line(corpus, capsys):
 
 
 def test_logmel_baseline_is_the_mean_of_the_fbank_frames(corpus):
-    from svlib.audio import load_audio
-    from svlib.features import fbank
+    from svlib.frontend.audio import load_audio
+    from svlib.frontend.features import fbank
     from svlib.scoring.baseline import logmel_embeddings
 
     scp = read_key_value(corpus / "wav.scp")
@@ -122,8 +120,8 @@ def test_logmel_baseline_is_the_mean_of_the_fbank_frames(corpus):
 
 def test_score_records_its_run(corpus, tmp_path, capsys):
     """``svlib score`` writes an ``eval`` record; with --system its name is the book's, and the tables pick it up."""
-    from svlib.book import book_tables
-    from svlib.results import load_record
+    from svlib.analysis.tables import book_tables
+    from svlib.core.results import load_record
 
     emb = corpus / "emb-record.safetensors"
     assert run(["embed", "--model", str(corpus / "model"), "--wav-scp", str(corpus / "wav.scp"), "--out", str(emb),
@@ -206,7 +204,6 @@ def test_evaluate_model_with_a_cache_gives_the_in_memory_metrics(corpus, tmp_pat
 def test_score_with_cohort_dir_cache_dir_and_the_profile_cohort(corpus, tmp_path, capsys, monkeypatch):
     """--cohort-dir and --cache-dir give the numbers of --cohort-wav-scp/--cohort-utt2spk; with --profile and no
     cohort flag the cohort is the profile's cohort_dir (configs/<profile>/data.yaml)."""
-    import svlib.profiles
 
     base = ["score", "--model", str(corpus / "model"), "--wav-scp", str(corpus / "wav.scp"), "--trials",
             str(corpus / "trials"), "--asnorm", "--top-n", "2", "--qmf", "--calibration-trials", "8", "--no-progress",
@@ -224,7 +221,7 @@ def test_score_with_cohort_dir_cache_dir_and_the_profile_cohort(corpus, tmp_path
     configs = tmp_path / "configs"
     (configs / "mine").mkdir(parents=True)
     (configs / "mine" / "data.yaml").write_text("cohort_dir: ${MY_COHORT_DIR}  # a test profile\n")
-    monkeypatch.setattr(svlib.profiles, "CONFIG_ROOT", configs)
+    monkeypatch.setenv("SVLIB_CONFIGS", str(configs))
     monkeypatch.setenv("MY_COHORT_DIR", str(corpus))
     profile = score(["--profile", "mine", "--cache-dir", str(cache), "--shard-size", "4"])
     for payload in (folder, profile):

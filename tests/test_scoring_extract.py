@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from svlib.audio import load_audio, save_audio
+from svlib.frontend.audio import load_audio, save_audio
 from svlib.data.lists import Trial, TrialList
 from svlib.model import SpeakerModel
 from svlib.scoring.extract import (

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import svlib.scoring.extract as extract_module
-from svlib.audio import save_audio
+from svlib.frontend.audio import save_audio
 from svlib.model import SpeakerModel
 from svlib.scoring.extract import (
     ShardCache,

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 import yaml
 
-from svlib.atomic import atomic_write
+from svlib.core.atomic import atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("SVLIB_BOOK_HTML", ROOT / "_build" / "html"))

@@ -7,9 +7,9 @@ import torch
 import yaml
 
 from svlib.data.dataset import SPEED_FACTORS, CropItem, SpeakerTrainDataset, speed_perturbed_label
-from svlib.distill import DistillConfig, DistillTrainer, prune
+from svlib.training.distill import DistillConfig, DistillTrainer, prune
 from svlib.model import SpeakerModel, load_model
-from svlib.train import StageConfig, Trainer, train
+from svlib.training import StageConfig, Trainer, train
 from test_distill import distill_yaml
 from test_train import stage_yaml, write_corpus
 

@@ -13,8 +13,9 @@ import torch
 import yaml
 
 from svlib.model import load_model
-from svlib.results import default_results_dir, load_record
-from svlib.train import ScheduleConfig, StageConfig, Trainer, latest_checkpoint, train
+from svlib.core.paths import default_results_dir
+from svlib.core.results import load_record
+from svlib.training import ScheduleConfig, StageConfig, Trainer, latest_checkpoint, train
 
 
 def write_corpus(root: Path, speakers=4, utts=4, seconds=1.2):
@@ -221,8 +222,8 @@ def test_reuse_skips_a_finished_stage_and_retrains_a_changed_one(tmp_path, corpu
 
 
 def test_book_run_stage_launches_torchrun_and_reuses(tmp_path, corpus, monkeypatch):
-    """svlib.book.run_stage: a chapter's stage on 2 processes under torchrun, then reused in-process."""
-    from svlib.book import run_stage
+    """svlib.book.run.run_stage: a chapter's stage on 2 processes under torchrun, then reused in-process."""
+    from svlib.book.run import run_stage
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     config = stage_yaml(tmp_path, "launched", epochs=1, batch_size=2)

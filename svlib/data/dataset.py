@@ -3,10 +3,10 @@
 The paper's recipe (RECIPE.md, "Training recipe") trains on random crops whose length is drawn once per batch
 (2–3 s in stages 1–2, 5–6 s in stage 3), repeats short recordings to length, and in stages 1–2 triples the speaker
 set with speed perturbation (0.9 and 1.1 become new classes) and augments each crop on the fly (see
-:mod:`svlib.augment`). This module holds those pieces:
+:mod:`svlib.data.augment`). This module holds those pieces:
 
 - :func:`speed_perturb` and :func:`speed_perturbed_label` — speed perturbation and its label mapping;
-- :func:`crop_or_loop` — random crop, or loop a short recording to length;
+- :func:`~svlib.frontend.audio.crop_or_loop` (random crop, or loop a short recording to length) per item;
 - :class:`CropLengthBatchSampler` — shuffled, sharded batches of :class:`CropItem` with one crop length per batch;
 - :class:`SpeakerTrainDataset` and :func:`collate` — decoding, perturbing, cropping and augmenting one item.
 
@@ -28,15 +28,13 @@ import logging
 import math
 from collections import OrderedDict
 from fractions import Fraction
-from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from svlib.audio import load_audio, resample
-
-if TYPE_CHECKING:  # pragma: no cover - typing only; svlib.augment imports this module
-    from svlib.augment import Augmenter
+from svlib.data.augment import Augmenter
+from svlib.frontend.audio import crop_or_loop, load_audio, resample
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +46,6 @@ __all__ = [
     "CropLengthBatchSampler",
     "SpeakerTrainDataset",
     "collate",
-    "crop_or_loop",
     "frames_to_samples",
     "item_generator",
     "speed_perturb",
@@ -59,10 +56,10 @@ SPEED_FACTORS: tuple[float, ...] = (1.0, 0.9, 1.1)
 """Speed factors of the recipe; factor ``SPEED_FACTORS[k]`` maps speaker ``s`` to class ``s + k * num_speakers``."""
 
 FRAME_LENGTH = 400
-"""Samples per 25 ms fbank frame at 16 kHz (as in :mod:`svlib.features`)."""
+"""Samples per 25 ms fbank frame at 16 kHz (as in :mod:`svlib.frontend.features`)."""
 
 FRAME_SHIFT = 160
-"""Samples per 10 ms fbank hop at 16 kHz (as in :mod:`svlib.features`)."""
+"""Samples per 10 ms fbank hop at 16 kHz (as in :mod:`svlib.frontend.features`)."""
 
 
 # ----------------------------------------------------------------------------------------------- speed perturbation
@@ -101,30 +98,6 @@ def speed_perturbed_label(speaker_index: int, k: int, num_speakers: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------------- cropping
-def crop_or_loop(wav: torch.Tensor, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A ``(num_samples,)`` piece of ``wav`` (``(N,)``): a uniformly random crop, or ``wav`` looped to length.
-
-    - ``N > num_samples``: start offset uniform in ``[0, N - num_samples]`` (drawn from ``generator``);
-    - ``N == num_samples``: ``wav`` unchanged (no draw);
-    - ``N < num_samples``: ``wav`` repeated end to end from its start and cut at ``num_samples`` (no draw), as the
-      recipe's "short audio is repeated".
-    """
-    if wav.dim() != 1:
-        raise ValueError(f"crop_or_loop expects a 1-D waveform (N,), got shape {tuple(wav.shape)}")
-    if num_samples <= 0:
-        raise ValueError(f"num_samples must be positive, got {num_samples}")
-    n = wav.shape[0]
-    if n == 0:
-        raise ValueError(f"cannot loop an empty waveform to {num_samples} samples")
-    if n == num_samples:
-        return wav
-    if n < num_samples:
-        repeats = -(-num_samples // n)  # ceil
-        return wav.repeat(repeats)[:num_samples]
-    start = int(torch.randint(0, n - num_samples + 1, (1,), generator=generator))
-    return wav[start : start + num_samples]
-
-
 def frames_to_samples(num_frames: int, frame_length: int = FRAME_LENGTH, frame_shift: int = FRAME_SHIFT) -> int:
     """Samples giving exactly ``num_frames`` fbank frames: ``(num_frames - 1)·frame_shift + frame_length``.
 
@@ -280,14 +253,14 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
 
     ``dataset[CropItem(index, num_samples, epoch)]`` returns ``(wav (num_samples,) float32, label)``:
 
-    1. decode utterance ``index`` (``utts[index]``) with :func:`svlib.audio.load_audio` at ``sample_rate``
+    1. decode utterance ``index`` (``utts[index]``) with :func:`svlib.frontend.audio.load_audio` at ``sample_rate``
        (optionally from a small LRU cache of decoded waveforms);
     2. with ``speed_perturb``: draw ``k`` uniformly from ``{0, 1, 2}`` (factors :data:`SPEED_FACTORS`
        = 1.0, 0.9, 1.1), apply :func:`speed_perturb` and use class :func:`speed_perturbed_label`; the utterances of
        speakers outside ``perturbed_speakers`` keep factor 1.0 (the draw is made all the same, so the later draws
        do not depend on the subset);
     3. :func:`crop_or_loop` to ``num_samples``;
-    4. with an ``augmenter``: ``augmenter(wav, generator=...)`` (none / noise / reverb, :mod:`svlib.augment`).
+    4. with an ``augmenter``: ``augmenter(wav, generator=...)`` (none / noise / reverb, :mod:`svlib.data.augment`).
 
     All draws come from :func:`item_generator` ``(seed, epoch, index)``.
 

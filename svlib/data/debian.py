@@ -8,7 +8,6 @@ clips into one 16 kHz speech waveform.
 
 from __future__ import annotations
 
-import fcntl
 import gzip
 import logging
 import os
@@ -19,14 +18,15 @@ from pathlib import Path
 
 import torch
 
-from svlib.audio import load_audio
+from svlib.core.atomic import file_lock
+from svlib.core.paths import default_data_root
+from svlib.frontend.audio import load_audio
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "copyright_stanza",
     "debian_package_version",
-    "default_data_root",
     "fetch_debian_package",
     "klettres_clips",
     "load_clips",
@@ -35,12 +35,6 @@ __all__ = [
 
 _MARKER = ".svlib-extracted"
 _LISTS_MISSING = ("Unable to locate package", "has no installation candidate", "Can't select candidate version")
-
-
-def default_data_root() -> Path:
-    """Where downloaded data lives: ``$SVLIB_DATA`` if set, else ``<repo>/data``."""
-    env = os.environ.get("SVLIB_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -66,17 +60,12 @@ def fetch_debian_package(name: str, root: str | os.PathLike | None = None) -> Pa
     # 1. already unpacked
     if (target / _MARKER).is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
     # several processes (the ranks of a torchrun job, two chapters) may ask for the same package at once: one fetches
     # it while the others wait on the lock, then find the marker
-    with open(target.parent / f".{name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if (target / _MARKER).is_file():
-                return target
-            return _fetch_and_unpack(name, root, target)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with file_lock(target.parent / f".{name}.lock"):
+        if (target / _MARKER).is_file():
+            return target
+        return _fetch_and_unpack(name, root, target)
 
 
 def _fetch_and_unpack(name: str, root: Path, target: Path) -> Path:

@@ -31,7 +31,6 @@ The corpus is cached under ``<root>/demo`` with a finished marker: a second call
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import functools
 import hashlib
@@ -42,7 +41,8 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -50,15 +50,12 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
+from tqdm.auto import tqdm
 
-from svlib.audio import AudioError, save_audio
-from svlib.data.debian import (
-    _trim_silence,
-    copyright_stanza,
-    debian_package_version,
-    default_data_root,
-    fetch_debian_package,
-)
+from svlib.frontend.audio import AudioError, save_audio
+from svlib.data.debian import _trim_silence, copyright_stanza, debian_package_version, fetch_debian_package
+from svlib.core.atomic import file_lock
+from svlib.core.paths import default_data_root
 from svlib.data.lists import DataDir, Trial, TrialList, write_data_dir, write_lines_atomic, write_trials
 
 logger = logging.getLogger(__name__)
@@ -468,7 +465,7 @@ def decode_clip(path: str | os.PathLike, codec: str = "sndfile", sample_rate: in
 
 @functools.lru_cache(maxsize=8)
 def _resampler(orig_sr: int, new_sr: int) -> torchaudio.transforms.Resample:
-    """torchaudio's sinc resampler with its kernel cached (same defaults as :func:`svlib.audio.resample`)."""
+    """torchaudio's sinc resampler with its kernel cached (same defaults as :func:`svlib.frontend.audio.resample`)."""
     return torchaudio.transforms.Resample(orig_sr, new_sr)
 
 
@@ -675,23 +672,6 @@ def _build_session(task: _SessionTask) -> _SessionResult:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (serialises concurrent builds; a no-op where fcntl is missing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _cache_key(seed: int, config: DemoCorpusConfig) -> dict:
     return {"recipe": DEMO_RECIPE_VERSION, "seed": seed, "config": asdict(config)}
 
@@ -717,10 +697,6 @@ def _cached(demo: Path, key: dict) -> CorpusSummary | None:
 
 def _fetch_all(root: Path, progress: bool) -> dict[str, Path]:
     """Fetch every package: the first alone (it may run ``apt-get update``), the others 4 at a time (network-bound)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm.auto import tqdm
-
     packages = demo_packages()
     dirs = {}
     with tqdm(total=len(packages), desc="demo corpus: packages", unit="pkg", disable=not progress) as bar:
@@ -754,7 +730,7 @@ def build_demo_corpus(
     """Build (or return the cached) offline demo corpus under ``<root>/demo``; see the module docstring.
 
     Args:
-        root: data root (default :func:`svlib.data.debian.default_data_root`); packages go to ``root/debs`` and
+        root: data root (default :func:`svlib.core.paths.default_data_root`); packages go to ``root/debs`` and
             ``root/pkgs``, the corpus to ``root/demo``.
         seed: fixes clip order, the speaker split and the trials.
         config: corpus cut (default :class:`DemoCorpusConfig`).
@@ -775,7 +751,7 @@ def build_demo_corpus(
     cached = _cached(demo, key)
     if cached is not None:
         return cached
-    with _locked(root / ".demo.lock"):
+    with file_lock(root / ".demo.lock"):
         cached = _cached(demo, key)  # another process may have finished it while we waited
         if cached is not None:
             return cached
@@ -786,8 +762,6 @@ def build_demo_corpus(
 
 
 def _run_sessions(tasks: list[_SessionTask], workers: int, progress: bool) -> list[_SessionResult]:
-    from tqdm.auto import tqdm
-
     bar = tqdm(total=len(tasks), desc="demo corpus: voices", unit="session", disable=not progress)
     results = []
     try:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from svlib.atomic import atomic_write
+from svlib.core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 

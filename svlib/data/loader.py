@@ -1,6 +1,6 @@
 """The training data of one stage: data directory → dataset → per-batch crop lengths → DataLoader.
 
-Glue between :class:`svlib.train.StageConfig` and :mod:`svlib.data.dataset` / :mod:`svlib.augment`; the
+Glue between :class:`svlib.training.sv.StageConfig` and :mod:`svlib.data.dataset` / :mod:`svlib.data.augment`; the
 settings are the stage's (crop range, speed perturbation, augmentation sources, batch size, seed).
 """
 
@@ -12,9 +12,10 @@ from pathlib import Path
 
 import torch
 
-from svlib.augment import Augmenter, NoiseBank, demo_noise_bank, load_rirs, simulate_rirs
+from svlib.data.augment import Augmenter, NoiseBank, load_rirs, simulate_rirs
+from svlib.data.demo_noise import demo_noise_bank
 from svlib.data.dataset import CropLengthBatchSampler, SpeakerTrainDataset, collate
-from svlib.data.debian import default_data_root
+from svlib.core.paths import default_data_root
 from svlib.data.lists import read_data_dir
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def build_augmenter(augment: dict | None, dataset: SpeakerTrainDataset, seed: in
 
 
 def build_train_loader(config, rank: int = 0, world_size: int = 1) -> TrainData:
-    """The DataLoader of a :class:`svlib.train.StageConfig` for this rank."""
+    """The DataLoader of a :class:`svlib.training.sv.StageConfig` for this rank."""
     data_dir = read_data_dir(config.train_dir)
     subset = getattr(config, "speed_perturb_speakers", None)
     dataset = SpeakerTrainDataset(

@@ -10,16 +10,16 @@ The pieces, one per paper equation or idea:
 * :func:`~svlib.pruning.objective.distill_loss` (Eq. 5), :class:`~svlib.pruning.objective.AugmentedLagrangian`
   (Eq. 9), :func:`~svlib.pruning.objective.target_sparsity`, :func:`~svlib.pruning.objective.pruning_param_groups`
   — the training objective and its optimizer groups;
-* :class:`~svlib.pruning.structure.PrunedStructure` — structures in the authors' JSON format;
-  :func:`~svlib.pruning.prune.build_pruned_encoder` builds a pruned model from a structure alone;
-  :func:`~svlib.pruning.params.structure_params` counts one exactly;
-* :func:`~svlib.pruning.bench.bench_prune_speedup` — the measured CPU speed-up of a pruned encoder
-  (``svlib bench prune-speedup``).
+* :func:`~svlib.pruning.params.structure_params` and :func:`~svlib.pruning.params.structure_sparsity` — the exact
+  size of a pruned structure.
+
+What a pruned model *is* — its structure in the authors' JSON format (:class:`svlib.model.structure.PrunedStructure`)
+and the resized transformers modules (:mod:`svlib.model.resize`) — belongs to the model layer, so that a pruned model
+loads like any other; the measured speed-up is :func:`svlib.bench.pruning.bench_prune_speedup`.
 
 Explained in the book chapters "Hard Concrete gates" and "Lagrangian pruning".
 """
 
-from svlib.pruning.bench import bench_prune_speedup
 from svlib.pruning.config import PruningConfig
 from svlib.pruning.gated import GatedChannelNorm, GatedLinear, GatedW2VBertEncoder
 from svlib.pruning.hardconcrete import BETA, GAMMA, ZETA, HardConcrete, expected_l0
@@ -31,42 +31,22 @@ from svlib.pruning.objective import (
     target_sparsity,
 )
 from svlib.pruning.params import LayerCosts, expected_params, structure_params, structure_sparsity
-from svlib.pruning.prune import (
-    EmptyBlock,
-    apply_structure,
-    build_pruned_encoder,
-    prune_attention,
-    prune_convolution,
-    prune_feed_forward,
-)
-from svlib.pruning.structure import PrunedStructure, authors_structure, is_structure_dict, load_structure
 
 __all__ = [
     "BETA",
     "GAMMA",
     "ZETA",
     "AugmentedLagrangian",
-    "EmptyBlock",
     "GatedChannelNorm",
     "GatedLinear",
     "GatedW2VBertEncoder",
     "HardConcrete",
     "LayerCosts",
-    "PrunedStructure",
     "PruningConfig",
-    "apply_structure",
-    "authors_structure",
-    "bench_prune_speedup",
-    "build_pruned_encoder",
     "distill_loss",
     "distill_loss_per_layer",
     "expected_l0",
     "expected_params",
-    "is_structure_dict",
-    "load_structure",
-    "prune_attention",
-    "prune_convolution",
-    "prune_feed_forward",
     "pruning_param_groups",
     "structure_params",
     "structure_sparsity",

@@ -59,3 +59,8 @@ class PruningConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def gate_settings(self) -> dict:
+        """The Hard Concrete constants under the authors' names, as a structure file records them
+        (:attr:`svlib.model.structure.PrunedStructure.gates`)."""
+        return {"limit_l": self.gamma, "limit_r": self.zeta, "temperature": self.beta, "prune": False}

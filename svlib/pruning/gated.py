@@ -28,7 +28,7 @@ channels only:
 The statistics are computed in float32 (as ``nn.LayerNorm`` does under autocast).
 
 A block whose gates are all 0 is a removed block (the authors' ``use_attention: false`` / ``use_feed_forward:
-false``), and its pruned form has no parameters at all (:mod:`svlib.pruning.prune`). So that the gated model
+false``), and its pruned form has no parameters at all (:mod:`svlib.model.resize`). So that the gated model
 computes exactly what that pruned model computes, :class:`GatedLinear` adds its output bias only while at least one
 of its gates is non-zero: with every gate closed, the FFN or attention output is 0 and the residual connection
 passes the input through, as in the authors' forward. This holds for the deterministic mask (eval) and for samples
@@ -48,18 +48,18 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Wav2Vec2BertModel
 
-from svlib.encoder import W2VBertEncoder
+from svlib.model.encoder import W2VBertEncoder
 from svlib.pruning.config import PruningConfig
 from svlib.pruning.hardconcrete import HardConcrete
 from svlib.pruning.params import BLOCKS, LayerCosts, constant_params, expected_params
-from svlib.pruning.prune import (
+from svlib.model.resize import (
     SUPPORTED_POSITION_EMBEDDINGS,
     prune_attention,
     prune_convolution,
     prune_feed_forward,
     set_config_structure,
 )
-from svlib.pruning.structure import PrunedStructure, is_structure_dict
+from svlib.model.structure import PrunedStructure, is_structure_dict
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _attach_gates(layer: nn.Module, config: PruningConfig, device: torch.device)
 class GatedW2VBertEncoder(W2VBertEncoder):
     """A w2v-BERT 2.0 student with Hard Concrete gates on FFN units, attention heads and conv channels.
 
-    Behaves like :class:`~svlib.encoder.W2VBertEncoder` (returns the ``L+1`` hidden states); the gates sample in
+    Behaves like :class:`~svlib.model.encoder.W2VBertEncoder` (returns the ``L+1`` hidden states); the gates sample in
     training mode and use their deterministic mask in eval mode. The model is gated in place; use
     :meth:`from_encoder` to gate a copy of a teacher.
 
@@ -209,7 +209,7 @@ class GatedW2VBertEncoder(W2VBertEncoder):
         """Gate a deep copy of a (teacher) encoder; the teacher is left untouched.
 
         Args:
-            encoder: a :class:`~svlib.encoder.W2VBertEncoder` without LoRA, or a bare ``Wav2Vec2BertModel``.
+            encoder: a :class:`~svlib.model.encoder.W2VBertEncoder` without LoRA, or a bare ``Wav2Vec2BertModel``.
             config: pruning hyper-parameters.
 
         Returns:
@@ -273,6 +273,7 @@ class GatedW2VBertEncoder(W2VBertEncoder):
             heads=[c["attention"] for c in count],
             conv=[c["conv"] for c in count],
             config=self.config.to_dict(),
+            gates=self.pruning.gate_settings(),
         )
 
     def extract_structure(self) -> dict:
@@ -286,10 +287,10 @@ class GatedW2VBertEncoder(W2VBertEncoder):
         Kept units are those with a non-zero mask; their soft mask values (``sigmoid(0.8 · log α / β)``, see
         :meth:`~svlib.pruning.hardconcrete.HardConcrete.deterministic_mask`) are folded into ``output_dense``,
         ``linear_out`` and ``pointwise_conv2`` columns, and a block with no kept unit is removed with all its
-        parameters (see :mod:`svlib.pruning.prune`). In eval mode only.
+        parameters (see :mod:`svlib.model.resize`). In eval mode only.
 
         Returns:
-            A :class:`~svlib.encoder.W2VBertEncoder` around the pruned ``Wav2Vec2BertModel`` (this object's model;
+            A :class:`~svlib.model.encoder.W2VBertEncoder` around the pruned ``Wav2Vec2BertModel`` (this object's model;
             its config carries the structure keys). This gated encoder is unusable afterwards.
         """
         self._check_not_pruned()

@@ -140,7 +140,7 @@ class HardConcrete(nn.Module):
            goes first, so ties keep the lowest indices).
 
         So ``n − num_zeros`` units, the top-k by ``log α``, stay; their values are soft (below 1), and physical
-        pruning folds them into the next weights (:mod:`svlib.pruning.prune`). Step 4 orders by ``log α`` rather
+        pruning folds them into the next weights (:mod:`svlib.model.resize`). Step 4 orders by ``log α`` rather
         than by the values of step 3, which is the same order wherever the float32 values differ and well
         defined where they round to the same number. Per-gate terms are computed in the dtype of ``log α``, their
         sum in float64.

@@ -1,6 +1,6 @@
 """The pruning objective: distillation loss (Eq. 5), augmented Lagrangian (Eq. 9), target schedule, optimizer groups.
 
-One training step of the pruning stage, with a teacher :class:`~svlib.encoder.W2VBertEncoder` (eval, frozen) and a
+One training step of the pruning stage, with a teacher :class:`~svlib.model.encoder.W2VBertEncoder` (eval, frozen) and a
 :class:`~svlib.pruning.gated.GatedW2VBertEncoder` student (train)::
 
     lagrangian = AugmentedLagrangian()

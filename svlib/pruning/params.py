@@ -14,12 +14,12 @@ w2v-BERT 2.0 (hidden size ``D``, FFN size ``I``, ``H`` heads of size ``d``, ``C 
   bias); the module's ``layer_norm`` (``2D``) stays while at least one channel is kept.
 
 A block with no unit kept has no parameters at all, as in the authors' pruned checkpoints (``use_attention: false``,
-``use_feed_forward: false``): its output bias goes with it (:mod:`svlib.pruning.prune`).
+``use_feed_forward: false``): its output bias goes with it (:mod:`svlib.model.resize`).
 
 Everything else (feature projection, ``final_layer_norm``, ``masked_spec_embed`` where a model has it) is a constant.
 With ``q_j = E[L0_j]`` the expected count of a block is ``unit·Σ_j q_j + shared·(1 − Π_j (1 − q_j))``: the last
 factor is the probability that at least one gate is open (gates are independent), so with hard 0/1 gates the formula
-is exactly the parameter count of the physically pruned model (:mod:`svlib.pruning.prune`). The authors' code
+is exactly the parameter count of the physically pruned model (:mod:`svlib.model.resize`). The authors' code
 counted ``pointwise_conv1`` once per channel instead of twice; svlib counts both halves.
 """
 
@@ -30,6 +30,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from svlib.model.encoder import new_hf_encoder
+from svlib.model.structure import PrunedStructure, load_structure
 
 BLOCKS = ("ffn1", "ffn2", "attention", "conv")
 """The prunable blocks of a Conformer layer, in the order of the layer's forward."""
@@ -213,7 +216,7 @@ def structure_keep(structure, costs: LayerCosts) -> list[dict[str, torch.Tensor]
     """0/1 keep indicators of a structure (its first units kept), in the form :func:`expected_params` takes.
 
     Args:
-        structure: a :class:`~svlib.pruning.structure.PrunedStructure`.
+        structure: a :class:`~svlib.model.structure.PrunedStructure`.
         costs: the unpruned layer's costs (for the unit counts).
 
     Returns:
@@ -240,14 +243,11 @@ def structure_params(structure) -> int:
     The unpruned model of ``structure.config`` is built on the meta device to read the unit costs and constant.
 
     Args:
-        structure: a :class:`~svlib.pruning.structure.PrunedStructure`, a dict or file in the authors' format.
+        structure: a :class:`~svlib.model.structure.PrunedStructure`, a dict or file in the authors' format.
 
     Returns:
         The number of parameters of the pruned ``Wav2Vec2BertModel``.
     """
-    from svlib.encoder import new_hf_encoder
-    from svlib.pruning.structure import load_structure
-
     structure = load_structure(structure)
     teacher = new_hf_encoder(structure.hf_config(), meta=True)  # as build_pruned_encoder builds it
     costs = LayerCosts.from_layer(teacher.encoder.layers[0])
@@ -259,12 +259,10 @@ def structure_sparsity(structure) -> float:
     """Sparsity of a structure: ``1 − params(pruned) / params(unpruned)`` for the model of its config.
 
     Args:
-        structure: a :class:`~svlib.pruning.structure.PrunedStructure`, a dict or file in the authors' format.
+        structure: a :class:`~svlib.model.structure.PrunedStructure`, a dict or file in the authors' format.
 
     Returns:
         The fraction of the encoder's parameters removed (about 0.786 for the authors' "≈ 80 %" structure).
     """
-    from svlib.pruning.structure import PrunedStructure, load_structure
-
     structure = load_structure(structure)
     return 1.0 - structure_params(structure) / structure_params(PrunedStructure.full(structure.config))

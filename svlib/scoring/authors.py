@@ -1,7 +1,7 @@
 """Load the authors' released speaker models (``model_*.pth``, ZXHY-82/w2v-BERT-2.0_SV) into svlib.
 
 The authors publish LoRA_Adapter_MFA checkpoints (e.g. ``model_base_0.23.pth`` and ``model_lmft_0.14.pth``,
-Table 1). This module reads one into a :class:`~svlib.model.SpeakerModel` with ``head="adapter_mfa"`` so that it
+Table 1). This module reads one into a :class:`~svlib.model.speaker.SpeakerModel` with ``head="adapter_mfa"`` so that it
 can be scored with :func:`svlib.scoring.evaluate.evaluate_model` and compared with the paper.
 
 Checkpoint layout (read from the authors' ``recipes/DeepASV/local/spk_model.py`` (``Audio2Vec_based_Adapter``),
@@ -29,7 +29,7 @@ weights are softmax-normalised over time per channel, and the std is ``sqrt(clam
 
 Loading is strict: every checkpoint key must map through :data:`AUTHORS_KEY_MAP`, every svlib key must be
 filled, and shapes must agree. (``masked_spec_embed``, which the authors delete, is not in svlib's encoder either:
-see :func:`svlib.encoder.drop_spec_augment_embedding`.) Pruned checkpoints (other
+see :func:`svlib.model.encoder.drop_spec_augment_embedding`.) Pruned checkpoints (other
 layer sizes) are not supported by the default encoder config.
 
 Explained in the book chapter "Scoring and calibration".
@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from svlib.encoder import LoRAConfig
+from svlib.model.encoder import LoRAConfig
 from svlib.model import SpeakerModel
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ AUTHORS_KEY_MAP: tuple[tuple[str, str], ...] = (
     (r"pooling\.attention\.3\.(weight|bias)", "head.pooling.conv2.{0}"),  # Conv1d(128→3200, k=1)
     (r"bottleneck\.(weight|bias)", "head.fc.{0}"),  # Linear(6400→256)
 )
-"""Authors' ``spk_model`` key → svlib :class:`~svlib.model.SpeakerModel` key, first matching rule wins."""
+"""Authors' ``spk_model`` key → svlib :class:`~svlib.model.speaker.SpeakerModel` key, first matching rule wins."""
 
 _WRAPPERS = ("model", "state_dict", "spk_model")
 
@@ -168,7 +168,7 @@ def load_authors_checkpoint(
     encoder_overrides: dict | None = None,
     trust_pickle: bool = False,
 ) -> SpeakerModel:
-    """A :class:`~svlib.model.SpeakerModel` (Adapter-MFA head) holding the weights of an authors' checkpoint.
+    """A :class:`~svlib.model.speaker.SpeakerModel` (Adapter-MFA head) holding the weights of an authors' checkpoint.
 
     Args:
         path: the authors' ``model_*.pth`` (or any state dict in their key layout, see :func:`unwrap_state_dict`).

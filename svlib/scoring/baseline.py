@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from svlib.audio import load_audio
-from svlib.features import fbank
+from svlib.frontend.audio import load_audio
+from svlib.frontend.features import fbank
 
 __all__ = ["logmel_embeddings"]
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from svlib.data.lists import TrialList, read_key_value, read_trials
-from svlib.distributed import init_distributed
+from svlib.core.distributed import init_distributed
 from svlib.scoring.extract import (
     Segment,
     ShardCache,
@@ -232,7 +232,7 @@ def evaluate_model(
     its share of every set's shards, then rank 0 scores and the other ranks return ``None``.
 
     Args:
-        model: a :class:`~svlib.model.SpeakerModel`.
+        model: a :class:`~svlib.model.speaker.SpeakerModel`.
         eval_dir: Kaldi data directory of the evaluation utterances (its ``wav.scp`` is used).
         trials: a trial-list file (any format :func:`~svlib.data.lists.read_trials` reads) or a trial list.
         cohort_dir: Kaldi data directory of the training set (``wav.scp`` + ``utt2spk``), or ``None``.

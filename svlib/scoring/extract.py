@@ -8,7 +8,7 @@ enrollment speaker" (§3.1), see :func:`enroll_embeddings`.
 Extraction is batched by length: utterances are sorted by duration (longest first, so a batch that does not
 fit in memory fails at once) and packed into batches whose *padded* length (batch size × longest utterance)
 stays within ``batch_seconds``. The speaker model masks padded frames (attention mask, masked pooling), so a
-batch gives the same embeddings as one-by-one :meth:`~svlib.model.SpeakerModel.embed` calls, up to float
+batch gives the same embeddings as one-by-one :meth:`~svlib.model.speaker.SpeakerModel.embed` calls, up to float
 round-off. Audio for the next batch is read in a background thread while the model runs.
 
 Large sets (the AS-norm cohort is the whole training set: VoxCeleb2 dev has 1.09 M utterances) are embedded into an
@@ -43,10 +43,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from svlib.atomic import atomic_write
-from svlib.audio import AudioError, load_audio
+from svlib.core.atomic import atomic_write
+from svlib.frontend.audio import AudioError, load_audio
 from svlib.data.lists import Trial
-from svlib.distributed import barrier, broadcast_object, init_distributed
+from svlib.core.distributed import barrier, broadcast_object, init_distributed
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def extract_embeddings(
     """Embeddings of whole utterances (paper §3.3), batched by length.
 
     Args:
-        model: a :class:`~svlib.model.SpeakerModel`: ``model.frontend(list of (N,) waveforms)`` gives
+        model: a :class:`~svlib.model.speaker.SpeakerModel`: ``model.frontend(list of (N,) waveforms)`` gives
             ``(features, mask)`` and ``model(features, mask)`` the ``(B, E)`` embeddings. It is put in eval mode
             for the call and its previous mode restored.
         utt2path: ``{utt: path}`` (a ``wav.scp``) or ``{key: Segment}`` for crops (QMF calibration segments).
@@ -440,14 +440,14 @@ def extract_to_shards(
     The utterance keys are sorted and cut into shards of ``shard_size``; shard ``i`` holds keys
     ``[i·shard_size, (i+1)·shard_size)`` and is written, once complete, as ``cache_dir/shard-0000i.safetensors``
     (tensors ``embeddings`` ``(n, E)`` and ``durations`` ``(n,)``; the keys in its metadata) with
-    ``svlib.atomic.atomic_write``. ``cache_dir/manifest.json`` records what the cache holds: the
+    ``svlib.core.atomic.atomic_write``. ``cache_dir/manifest.json`` records what the cache holds: the
     :func:`model_fingerprint`, ``max_seconds``, whether bf16 autocast ran, ``shard_size``, the number of utterances,
     the hash of the utterance list (keys and audio sources) and each shard's file, first and last key and count.
 
     * **Resume:** shards already on disk are kept; only the missing ones are extracted.
     * **Refusal:** a cache whose manifest differs (another model, ``max_seconds``, bf16, shard size or utterance
       list) raises a ``ValueError`` naming ``cache_dir``; so does a folder with shards but no manifest.
-    * **torchrun:** when ``WORLD_SIZE`` > 1 the process group is started (``svlib.distributed.init_distributed``)
+    * **torchrun:** when ``WORLD_SIZE`` > 1 the process group is started (``svlib.core.distributed.init_distributed``)
       if it is not yet; the missing shards are dealt round-robin, so in a new cache rank ``r`` extracts the shards
       ``i`` with ``i % world_size == r`` (and a resumed one is rebalanced), and every rank waits for the others
       before returning. Every rank must call this function with the same arguments; ``cache_dir`` must be

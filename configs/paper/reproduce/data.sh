@@ -1,7 +1,9 @@
 # Data preparation (§3.1): Kaldi data directories (wav.scp, utt2spk, spk2utt) and Kaldi-format trial lists.
-# CORPORA is the folder that holds the corpora in their usual layouts (see svlib.data.prepare).
+# CORPORA is the folder that holds the corpora in their usual layouts (see svlib.data.prepare). Run from the svlib
+# checkout (the commands read configs/paper/); experiments and data go to SVLIB_HOME, by default this folder.
+export SVLIB_HOME=${SVLIB_HOME:-$PWD}
 C=${CORPORA:-/corpora}
-D=$PWD/data/paper
+D=$SVLIB_HOME/data/paper
 svlib data prepare voxceleb1 --root $C/voxceleb1/dev --root $C/voxceleb1/test --out $D/vox1 \
     --trials $C/voxceleb1/veri_test2.txt $C/voxceleb1/list_test_all2.txt $C/voxceleb1/list_test_hard2.txt
 svlib data prepare voxceleb2 --root $C/voxceleb2 --out $D/vox2               # -> $D/vox2/vox2_dev

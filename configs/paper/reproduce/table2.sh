@@ -1,7 +1,7 @@
 # Table 2: four architectures on VoxCeleb2, each trained with the encoder frozen and then continued three ways:
 # LMFT straight away ("+ LMFT (Joint Fine-tuning)"), joint fine-tuning, and LMFT after joint fine-tuning.
 export VOX_TRAIN_DIR=$VOX2_TRAIN_DIR
-E=$PWD/exp/paper/table2
+E=$SVLIB_HOME/exp/paper/table2
 V="--wav-scp $D/vox1/vox1/wav.scp --trials $D/vox1/trials/Vox1-O --test-name vox1-o --json"
 for model in ECAPA-TDNN:wavg_ecapa MFA:mfa Adapter_MFA:adapter_mfa LoRA_Adapter_MFA:lora_adapter_mfa; do
   system=${model%%:*} head=${model#*:}
@@ -19,7 +19,7 @@ for model in ECAPA-TDNN:wavg_ecapa MFA:mfa Adapter_MFA:adapter_mfa LoRA_Adapter_
   done
 done
 # VoxCeleb2 & VoxBlink2 block: stages 1-3 are Table 1's models; "+ LMFT (Joint Fine-tuning)" is new
-T1=$PWD/exp/paper/lora_adapter_mfa
+T1=$SVLIB_HOME/exp/paper/lora_adapter_mfa
 torchrun --nproc_per_node 8 -m svlib train --config configs/paper/s3_lmft.yaml \
     -o init_from=$T1/s1_freeze -o exp_dir=$E/vb2_lora_adapter_mfa_lmft
 svlib score --model $T1/s1_freeze/model $V --system LoRA_Adapter_MFA --stage s1_freeze --train-name vox2+vb2
@@ -28,7 +28,7 @@ svlib score --model $E/vb2_lora_adapter_mfa_lmft/model $V --system LoRA_Adapter_
 # CN-Celeb block: Adapter_MFA and LoRA_Adapter_MFA trained on CN-Celeb1&2 (no VoxCeleb2 speakers, so every speaker
 # is speed-perturbed), stages 1 and 2, scored on CN-Celeb's test set with averaged enrollments
 export VOX_TRAIN_DIR=$D/cnceleb
-CN=$PWD/exp/paper/cnceleb
+CN=$SVLIB_HOME/exp/paper/cnceleb
 C="--wav-scp $D/cn1/eval/wav.scp --trials $D/cn1/trials/CN-Celeb1 --enroll-map $D/cn1/eval/enroll.map"
 for model in Adapter_MFA:configs/paper/table2/adapter_mfa.yaml LoRA_Adapter_MFA:configs/paper/s1_freeze.yaml; do
   system=${model%%:*} s1=${model#*:}

@@ -7,7 +7,7 @@ for s in s1_freeze s2_joint s3_lmft; do                     # the SV stages on t
   torchrun --nproc_per_node 8 -m svlib train --config configs/paper/prune/$s.yaml
 done
 for s in s2_joint s3_lmft; do                               # Table 3's EER without and with LMFT
-  svlib score --model exp/paper/pruned/$s/model --wav-scp $D/vox1/vox1/wav.scp --trials $D/vox1/trials/Vox1-O \
+  svlib score --model $SVLIB_HOME/exp/paper/pruned/$s/model --wav-scp $D/vox1/vox1/wav.scp --trials $D/vox1/trials/Vox1-O \
       --system LoRA_Adapter_MFA-pruned80 --test-name vox1-o --json
 done
-svlib params --structure exp/paper/pruned/p1_prune/structure.json   # Table 3's params, MACs, FLOPs for 1 s
+svlib params --structure $SVLIB_HOME/exp/paper/pruned/p1_prune/structure.json   # Table 3's params, MACs, FLOPs for 1 s

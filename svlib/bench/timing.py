@@ -1,0 +1,30 @@
+"""The one timing helper of svlib's benchmarks: variants timed interleaved, so that a noisy machine hits them alike.
+
+Benchmarks are measurements, never pass/fail tests. Each round runs every variant once, in turn (A B A B …); a
+load change on a shared machine then slows all variants of a round, not one variant's whole series.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Mapping
+
+__all__ = ["interleaved_times"]
+
+
+def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict:
+    """Wall times in seconds of each ``fns[name]()`` over ``repeats`` rounds (every function once per round), after
+    ``warmup`` untimed rounds.
+
+    Returns:
+        ``{name: {"min": fastest, "median": median, "times": [per round]}}``.
+    """
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: {"min": min(t), "median": statistics.median(t), "times": t} for name, t in times.items()}

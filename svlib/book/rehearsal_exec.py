@@ -1,0 +1,84 @@
+"""Run one command of a rehearsal (:mod:`svlib.book.rehearse`) as written on the reproduction page, shrunk, and log it.
+
+The rehearsal's driver script defines the shell functions ``svlib`` and ``torchrun`` to call this file with the
+command exactly as the page writes it (``torchrun --nproc_per_node 8 -m svlib train --config …``). It
+
+1. sets the number of processes to the rehearsal's (``--nproc_per_node N``, with ``--standalone`` so concurrent
+   runs do not share a port) and runs ``svlib`` through the rehearsal's Python;
+2. appends the shrink-only overrides of that subcommand (fewer epochs, smaller batches, shorter crops, …);
+3. appends one JSON line to the log: section, the command as written, the command as run, exit code, seconds and
+   peak resident memory (of the largest process of the command), and exits with the command's exit code.
+
+It imports only the standard library (it is started by path, once per command, so it must start fast). The
+settings come from the environment variable ``SVLIB_REHEARSAL`` (JSON: ``python``, ``nproc``, ``shrink``, ``log``)
+and the section from ``SVLIB_REHEARSAL_SECTION``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+
+
+def _launcher_options(options: list[str], nproc: int) -> list[str]:
+    """torchrun's own options with the number of processes set to ``nproc`` and a free rendezvous port."""
+    out, i = ["--standalone"], 0
+    while i < len(options):
+        opt = options[i]
+        if opt in ("--nproc_per_node", "--nproc-per-node"):
+            out += [opt, str(nproc)]
+            i += 2
+            continue
+        if opt.startswith(("--nproc_per_node=", "--nproc-per-node=")):
+            out.append(f"{opt.split('=')[0]}={nproc}")
+        elif opt != "--standalone":
+            out.append(opt)
+        i += 1
+    return out
+
+
+def rewrite(argv: list[str], settings: dict) -> tuple[list[str], str]:
+    """``(command to run, svlib subcommand)`` for a page command ``argv`` (``svlib …`` or ``torchrun … -m svlib …``)."""
+    python = settings["python"]
+    if argv[0] == "torchrun":
+        if "-m" not in argv or argv[argv.index("-m") + 1] != "svlib":
+            raise SystemExit(f"rehearsal: expected 'torchrun ... -m svlib ...', got {shlex.join(argv)}")
+        m = argv.index("-m")
+        options, args = argv[1:m], argv[m + 2:]
+        head = [python, "-m", "torch.distributed.run", *_launcher_options(options, settings["nproc"]), "-m", "svlib"]
+    elif argv[0] == "svlib":
+        head, args = [python, "-m", "svlib"], argv[1:]
+    else:
+        raise SystemExit(f"rehearsal: cannot run {argv[0]!r} (expected svlib or torchrun)")
+    sub = args[0] if args else ""
+    return [*head, *args, *settings["shrink"].get(sub, [])], sub
+
+
+def main(argv: list[str]) -> int:
+    settings = json.loads(os.environ["SVLIB_REHEARSAL"])
+    command, sub = rewrite(argv, settings)
+    start = time.monotonic()
+    code = subprocess.call(command)
+    seconds = time.monotonic() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, the largest waited-for process
+    record = {
+        "section": os.environ.get("SVLIB_REHEARSAL_SECTION", ""),
+        "command": shlex.join(argv),
+        "ran": shlex.join(command),
+        "subcommand": sub,
+        "exit_code": code,
+        "seconds": round(seconds, 2),
+        "peak_rss_mib": round(peak_kib / 1024, 1),
+    }
+    with open(settings["log"], "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,48 @@
+"""``svlib bench``: benchmarks that print JSON (timings measured in one process; see bench/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from svlib.bench import bench_extract, bench_features, bench_prune_speedup
+
+__all__ = ["add_parser"]
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks (timings measured in one process)")
+    p.add_argument("benchmark", choices=["features", "extract", "prune-speedup"],
+                   help="features: svlib's fbank vs transformers' extractor; extract: full-size embedding extraction "
+                   "vs a bare Wav2Vec2BertModel forward (CPU, 4 s and 10 s); prune-speedup: full-size encoder vs "
+                   "a pruned one (CPU, batch 1, 1 s and 4 s)")
+    p.add_argument("--structure", metavar="FILE", default=None,
+                   help="prune-speedup: pruned structure JSON (default: the authors' 80 %% structure, shipped with "
+                   "svlib)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--batch", type=int, default=8, help="utterances per batch (default 8)")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance (default 4)")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs; the median is reported (default 7)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="prune-speedup: CPU threads for the timed forwards (default: torch's; 1 on a busy machine)")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.benchmark == "features":
+        result = bench_features(batch=args.batch, seconds=args.seconds, repeats=args.repeats)
+    elif args.benchmark == "extract":
+        result = bench_extract(seconds=(4, 10), repeats=args.repeats)
+    elif args.benchmark == "prune-speedup":
+        result = bench_prune_speedup(args.structure, seconds=(1.0, 4.0), repeats=args.repeats, threads=args.threads)
+        if not args.json:
+            print(f"full {result['full_params']:,} vs pruned {result['pruned_params']:,} parameters "
+                  f"(sparsity {result['sparsity']:.1%}), structure {result['structure']}")
+            print(f"CPU, {result['threads']} threads, batch 1, median of {result['repeats']} runs")
+            for r in result["rows"]:
+                print(f"{r['seconds']:g} s: full {r['full_s']:.3f} s, pruned {r['pruned_s']:.3f} s, "
+                      f"speed-up {r['speedup']:.2f}x, MAC ratio {r['mac_ratio']:.2f}x "
+                      f"({r['full_gmacs']:.2f}G / {r['pruned_gmacs']:.2f}G)")
+            return 0
+    print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
+    return 0
