@@ -58,5 +58,5 @@ def test_tiny_rehearsal_runs_every_command_under_torchrun(tmp_path):
         ours = table[table["ours"].notna() & table["profile"].eq("paper")]
         assert len(ours), f"{name}: no number of the rehearsal's runs"
     t1 = tables["Table 1"]
-    assert t1[t1["ours"].notna()]["test_set"].nunique() == 3  # Vox1-O, Vox1-E, Vox1-H
+    assert {"Vox1-O", "Vox1-E", "Vox1-H", "CN-Celeb"} <= set(t1[t1["ours"].notna()]["test_set"])
     print(json.dumps({"seconds": result.seconds, "commands": len(result.commands)}), file=sys.stderr)

@@ -249,7 +249,7 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    utts = max(4, -(-2 * batch_size * nproc // 6))  # VoxCeleb2's 6 speakers: at least two batches per rank
+    utts = max(2, -(-batch_size * nproc // 2))  # VoxCeleb2's 6 speakers: at least three batches per rank
     build_corpora(work / "corpora", utts_per_speaker=utts, data_root=data_root)
     write_checkpoint(work / "models" / "w2v-bert-2.0", scale)
     shutil.copytree(config_root() / "paper", work / "configs" / "paper")
