@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from svlib.model.encoder import build_hf_encoder
-from svlib.pruning import AugmentedLagrangian, GatedW2VBertEncoder, PruningConfig, distill_loss, distill_loss_per_layer, pruning_param_groups, target_sparsity
+from svlib.pruning import (
+    AugmentedLagrangian,
+    GatedW2VBertEncoder,
+    PruningConfig,
+    distill_loss,
+    distill_loss_per_layer,
+    pruning_param_groups,
+    target_sparsity,
+)
 
 
 def test_distill_loss_by_hand():

@@ -30,13 +30,14 @@ Chapters and the ``svlib train|prune|score`` commands record what they measure w
                     name=eval_record_name("LoRA_Adapter_MFA", "demo", "s3_lmft", "demo"),
                     metrics=evaluation.metrics)
 
-* ``kind="train"`` — one training or pruning stage, written by :func:`svlib.training.stage.record_stage` whenever a stage
-  runs (chapter, ``svlib train`` or ``svlib prune``). ``name`` = the stage's ``name``; ``metrics`` =
-  :func:`svlib.training.stage.stage_summary` plus ``model_params``. Shown by the Results chapter, not joined to a paper row.
+* ``kind="train"`` — one training or pruning stage, written by :func:`svlib.training.stage.record_stage` whenever
+  a stage runs (chapter, ``svlib train`` or ``svlib prune``). ``name`` = the stage's ``name``; ``metrics`` =
+  :func:`svlib.training.stage.stage_summary` plus ``model_params``. Shown by the Results chapter, not joined to a
+  paper row.
 
 * ``kind="complexity"`` — a model's size and cost. ``name`` = the ``system`` as above; ``metrics`` =
-  :class:`svlib.analysis.complexity.Complexity`'s ``to_dict()`` (``encoder_params``, ``head_params``, ``macs``, ``flops``
-  for 1 s) plus ``sparsity`` as a fraction.
+  :class:`svlib.analysis.complexity.Complexity`'s ``to_dict()`` (``encoder_params``, ``head_params``, ``macs``,
+  ``flops`` for 1 s) plus ``sparsity`` as a fraction.
 
 How a record meets a paper number: "score calibration" no/yes is cosine / AS-norm + QMF scoring; the paper's mDCF is
 compared with ``min_dcf_0.01`` (p_target = 0.01); MACs and FLOPs in G, parameters in M, sparsity in %. A record whose

@@ -39,12 +39,12 @@ def bench_extract(seconds: tuple[float, ...] = (4, 10), repeats: int = 3, seed: 
             Adapter-MFA head and random weights, about 17 s to build).
 
     Returns:
-        A dict with one entry per length: fastest-round times in seconds per second of audio for ``full``
-        (waveform → embedding, as :func:`~svlib.scoring.extract.extract_embeddings` runs it) and ``bare``
-        (``Wav2Vec2BertModel(input_features)`` with default outputs), ``overhead_percent = 100 · (full / bare − 1)``
-        (also from the medians), and the parts of the overhead in % of ``bare``: ``features`` (fbank),
-        ``encoder_mask_and_states`` (the encoder call as svlib makes it, with the attention mask and
-        ``output_hidden_states=True``, minus ``bare``), ``stack`` (copying the 25 states into one tensor), ``head``.
+        A dict with one entry per length. Times are the fastest round's, in seconds per second of audio, for ``full``
+        (waveform to embedding, as :func:`~svlib.scoring.extract.extract_embeddings` runs it) and ``bare`` (the
+        transformers model called on the features with its default outputs). ``overhead_percent`` is
+        100 · (full / bare − 1), also from the medians; the parts of the overhead, in % of ``bare``, are
+        ``features`` (fbank), ``encoder_mask_and_states`` (the encoder call as svlib makes it, with the attention
+        mask and all hidden states, minus ``bare``), ``stack`` (copying the 25 states into one tensor) and ``head``.
     """
     label = "w2v-bert-2.0 + adapter_mfa (random weights)"
     if model is not None:

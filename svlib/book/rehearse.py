@@ -13,7 +13,8 @@ files verbatim (``{literalinclude}``) and :func:`rehearse` runs them, so the two
    weights, ``masked_spec_embed`` included as in the release): the released config at ``--scale full``, ``tiny``
    (the same structure, CPU sizes) at ``--scale tiny``;
 3. copies ``configs/paper`` into its work folder, makes that folder the workspace (``SVLIB_HOME``: experiments,
-   prepared data and results land there, never in the checkout) and runs the scripts in one ``bash -e`` (so what they export carries over), with ``svlib`` and ``torchrun`` going through
+   prepared data and results land there, never in the checkout) and runs the scripts in one ``bash -e`` (so what
+   they export carries over), with ``svlib`` and ``torchrun`` going through
    :mod:`svlib.book.rehearsal_exec`: the process count becomes ``nproc``, shrink-only overrides are appended (one epoch,
    small batches, 1–1.5 s crops, the target sparsity reached after 2 steps, 200 QMF calibration trials), and each
    command is logged with its exit code, seconds and peak memory.

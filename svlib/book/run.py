@@ -384,7 +384,8 @@ def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrid
               reuse: bool = True, profile: str | None = None, results_dir: str | os.PathLike | None = None) -> Path:
     """Run one stage the way a chapter needs it at its profile's scale; returns the stage's model directory.
 
-    With ``gpus <= 1`` the stage runs in this process (:func:`svlib.training.sv.train` or :func:`svlib.training.distill.prune`).
+    With ``gpus <= 1`` the stage runs in this process (:func:`svlib.training.sv.train` or
+    :func:`svlib.training.distill.prune`).
     With more, ``torchrun --standalone --nproc_per_node <gpus> -m svlib <command> --config … --reuse -o key=value``
     is launched and its output streamed line by line (progress bars and logs show in the notebook); a failure raises
     an error naming the stage, the exit code and the last lines of output.

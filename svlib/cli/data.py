@@ -1,7 +1,7 @@
 """``svlib data ...``: build the offline demo corpus, prepare real corpora, check trial lists.
 
-The main CLI registers this with :func:`add_parser`; the parsed arguments run through ``_cmd_data``. Like the rest of the CLI, these commands print results (JSON with ``--json``); the work lives in
-:mod:`svlib.data.demo`, :mod:`svlib.data.prepare` and :mod:`svlib.data.lists`.
+The main CLI registers this with :func:`add_parser`. Like the rest of the CLI, these commands print results (JSON
+with ``--json``); the work lives in :mod:`svlib.data.demo`, :mod:`svlib.data.prepare` and :mod:`svlib.data.lists`.
 
 - ``svlib data demo [--root DIR] [--seed N] [--json]`` — build (or find cached) the demo corpus, print its summary.
 - ``svlib data prepare DATASET --root DIR [--root DIR] --out DIR [--trials FILE ...] [--durations] [--json]`` —

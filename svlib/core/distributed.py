@@ -44,7 +44,7 @@ def init_distributed(device: str | torch.device | None = None) -> tuple[int, int
     (NCCL when ``device`` is a CUDA device, else gloo; barriers wait up to :data:`TIMEOUT`); returns
     ``(rank, world_size)``.
 
-    The same logic as :func:`svlib.training.stage.init_distributed`, without its device choice: pass the device the process
+    The logic of :func:`svlib.training.stage.init_distributed`, without its device choice: pass the device the process
     will use (default: :func:`local_device`).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

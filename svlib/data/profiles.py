@@ -32,7 +32,7 @@ class ProfileData:
     trials: Path
     """the trial list."""
     train_name: str = "demo"
-    """short code of the training data in result records (``vox2``, ``vox2+vb2``, ``demo`` …; see :mod:`svlib.book.run`)."""
+    """short code of the training data in result records (``vox2``, ``vox2+vb2``, ``demo`` …; see :mod:`svlib.analysis.tables`)."""
     test_name: str = "demo"
     """short code of the trial list in result records (``vox1-o``, ``demo`` …)."""
 

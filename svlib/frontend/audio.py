@@ -19,7 +19,7 @@ from svlib.core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AudioError", "load_audio", "resample", "save_audio"]
+__all__ = ["AudioError", "crop_or_loop", "load_audio", "resample", "save_audio"]
 
 
 class AudioError(ValueError):

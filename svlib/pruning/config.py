@@ -62,5 +62,5 @@ class PruningConfig:
 
     def gate_settings(self) -> dict:
         """The Hard Concrete constants under the authors' names, as a structure file records them
-        (:attr:`svlib.model.structure.PrunedStructure.gates`)."""
+        (``gates`` of :class:`svlib.model.structure.PrunedStructure`)."""
         return {"limit_l": self.gamma, "limit_r": self.zeta, "temperature": self.beta, "prune": False}

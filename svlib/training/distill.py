@@ -36,9 +36,24 @@ from torch import nn
 from svlib.data.loader import TrainData, build_train_loader
 from svlib.model import load_model
 from svlib.core.paths import profile_of_config
-from svlib.pruning import AugmentedLagrangian, GatedW2VBertEncoder, PruningConfig, distill_loss, pruning_param_groups, structure_sparsity, target_sparsity
+from svlib.pruning import (
+    AugmentedLagrangian,
+    GatedW2VBertEncoder,
+    PruningConfig,
+    distill_loss,
+    pruning_param_groups,
+    structure_sparsity,
+    target_sparsity,
+)
 from svlib.model.structure import PrunedStructure
-from svlib.training.stage import CLASSIFIER_NAME, DistInfo, StageTrainer, check_stage_settings, read_stage_yaml, run_stage
+from svlib.training.stage import (
+    CLASSIFIER_NAME,
+    DistInfo,
+    StageTrainer,
+    check_stage_settings,
+    read_stage_yaml,
+    run_stage,
+)
 
 logger = logging.getLogger(__name__)
 
