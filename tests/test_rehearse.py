@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from svlib.analysis.tables import book_tables
-from svlib.book.rehearsal_exec import rewrite
+from svlib.book.rehearsal_exec import drop_finished_checkpoints, rewrite
 from svlib.book.rehearse import SCRIPTS, reproduce_dir, rehearse, shrink_overrides
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
@@ -28,6 +28,18 @@ def test_a_command_is_run_with_the_rehearsals_processes_and_shrunk():
     assert cmd == ["/py", "-m", "svlib", "data", "prepare", "voxceleb2"]
     with pytest.raises(SystemExit, match="expected svlib or torchrun"):
         rewrite(["python", "x.py"], settings)
+
+
+def test_the_full_size_rehearsal_drops_only_finished_stages_checkpoints(tmp_path):
+    finished, running = tmp_path / "exp" / "a" / "s1", tmp_path / "exp" / "b"
+    for stage in (finished, running):
+        (stage / "checkpoints").mkdir(parents=True)
+        (stage / "checkpoints" / "step-00000003.pt").write_bytes(b"x" * 2**20)
+        (stage / "model").mkdir()
+    (finished / "done.json").write_text("{}")
+    assert drop_finished_checkpoints(str(tmp_path / "exp")) == 1.0
+    assert not (finished / "checkpoints").exists() and (finished / "model").is_dir()
+    assert (running / "checkpoints" / "step-00000003.pt").is_file()  # a stage without done.json keeps its own
 
 
 def test_the_page_shows_the_rehearsed_command_files_and_no_other_commands():

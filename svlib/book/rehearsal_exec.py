@@ -6,12 +6,16 @@ command exactly as the page writes it (``torchrun --nproc_per_node 8 -m svlib tr
 1. sets the number of processes to the rehearsal's (``--nproc_per_node N``, with ``--standalone`` so concurrent
    runs do not share a port) and runs ``svlib`` through the rehearsal's Python;
 2. appends the shrink-only overrides of that subcommand (fewer epochs, smaller batches, shorter crops, …);
-3. appends one JSON line to the log: section, the command as written, the command as run, exit code, seconds and
-   peak resident memory (of the largest process of the command), and exits with the command's exit code.
+3. with ``drop_checkpoints`` set (the full-size rehearsal), deletes the ``checkpoints/`` folder of every finished
+   stage under ``$SVLIB_HOME/exp`` once a ``train`` or ``prune`` command succeeds: the rehearsal never resumes, and
+   the full-size resume checkpoints (weights and Adam moments, 6.6 GB a stage) would otherwise fill ~90 GB;
+4. appends one JSON line to the log: section, the command as written, the command as run, exit code, seconds,
+   peak resident memory (of the largest process of the command) and the checkpoint MiB dropped, and exits with the
+   command's exit code.
 
 It imports only the standard library (it is started by path, once per command, so it must start fast). The
 settings come from the environment variable ``SVLIB_REHEARSAL`` (JSON: ``python``, ``nproc``, ``shrink``, ``log``)
-and the section from ``SVLIB_REHEARSAL_SECTION``.
+(optional: ``drop_checkpoints``) and the section from ``SVLIB_REHEARSAL_SECTION``.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ import json
 import os
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 
 def _launcher_options(options: list[str], nproc: int) -> list[str]:
@@ -59,6 +65,17 @@ def rewrite(argv: list[str], settings: dict) -> tuple[list[str], str]:
     return [*head, *args, *settings["shrink"].get(sub, [])], sub
 
 
+def drop_finished_checkpoints(exp_root: str) -> float:
+    """Delete ``<stage>/checkpoints`` of every stage under ``exp_root`` that wrote ``done.json``; MiB freed."""
+    freed = 0
+    for done in sorted(Path(exp_root).rglob("done.json")):
+        folder = done.parent / "checkpoints"
+        if folder.is_dir():
+            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            shutil.rmtree(folder)
+    return round(freed / 2**20, 1)
+
+
 def main(argv: list[str]) -> int:
     settings = json.loads(os.environ["SVLIB_REHEARSAL"])
     command, sub = rewrite(argv, settings)
@@ -66,6 +83,9 @@ def main(argv: list[str]) -> int:
     code = subprocess.call(command)
     seconds = time.monotonic() - start
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # Linux: KiB, the largest waited-for process
+    dropped = 0.0
+    if code == 0 and sub in ("train", "prune") and settings.get("drop_checkpoints"):
+        dropped = drop_finished_checkpoints(os.path.join(os.environ["SVLIB_HOME"], "exp"))
     record = {
         "section": os.environ.get("SVLIB_REHEARSAL_SECTION", ""),
         "command": shlex.join(argv),
@@ -74,6 +94,7 @@ def main(argv: list[str]) -> int:
         "exit_code": code,
         "seconds": round(seconds, 2),
         "peak_rss_mib": round(peak_kib / 1024, 1),
+        "checkpoints_dropped_mib": dropped,
     }
     with open(settings["log"], "a") as f:
         f.write(json.dumps(record) + "\n")

@@ -255,7 +255,8 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
     write_checkpoint(work / "models" / "w2v-bert-2.0", scale)
     shutil.copytree(config_root() / "paper", work / "configs" / "paper")
     log = work / "commands.jsonl"
-    settings = {"python": sys.executable, "nproc": nproc, "shrink": shrink_overrides(batch_size), "log": str(log)}
+    settings = {"python": sys.executable, "nproc": nproc, "shrink": shrink_overrides(batch_size), "log": str(log),
+                "drop_checkpoints": scale == "full"}
     env = {**os.environ, "CORPORA": str(work / "corpora"), "W2V_BERT_2_0": str(work / "models" / "w2v-bert-2.0"),
            "SVLIB_HOME": str(work), "SVLIB_RESULTS": str(work / "results"), "SVLIB_REHEARSAL": json.dumps(settings),
            "SVLIB_REHEARSAL_PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
