@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from svlib.analysis.tables import paper_reference, paper_value
 from svlib.frontend.features import frames_for_samples
 from svlib.model import SpeakerModel
 from svlib.model.encoder import LoRAConfig, W2VBertEncoder
@@ -44,19 +45,35 @@ TABLE2_VARIANTS: dict[str, dict] = {
 }
 """The model variants of Table 2 (§3.2), by the head type and whether LoRA (r=64, α=128) is attached."""
 
-PAPER_PARAMS_M: dict[str, tuple[float, float]] = {
-    "ECAPA-TDNN": (580, 8.8),
-    "MFA": (580, 65.6),
-    "Adapter_MFA": (580, 6.2),
-    "LoRA_Adapter_MFA": (580, 12.5),
-}
-"""Table 2's "Params" column, (encoder, head [+ LoRA]) in millions, as printed in the paper."""
+def _params_m(label: str) -> tuple[float, float]:
+    """``"580+8.8M"`` → ``(580.0, 8.8)``: a params cell of the paper (encoder + head [+ LoRA], millions)."""
+    encoder, extra = label.rstrip("M").split("+")
+    return float(encoder), float(extra)
 
-PAPER_TABLE3_FULL = {"params_m": (580, 6.2), "macs_g": 28.75, "flops_g": 57.72}
-"""Table 3, LoRA_Adapter_MFA at 0 % sparsity, 1-s segments, as printed in the paper."""
 
-PAPER_TABLE3_PRUNED = {"sparsity": 0.8, "params_m": (124, 6.2), "macs_g": 6.31, "flops_g": 12.75}
-"""Table 3, the pruned model at ≈ 80 % sparsity, 1-s segments, as printed in the paper."""
+def _paper_numbers() -> tuple[dict, dict, dict]:
+    """Table 2's params column and Table 3's size rows, read from the reference CSV by explicit keys."""
+    ref = paper_reference()
+    table2 = ref[(ref["table"] == 2) & (ref["variant"] == "freeze PTM") & (ref["train_data"] == "VoxCeleb2")]
+    params = {system: _params_m(table2[table2["system"] == system]["params"].iloc[0]) for system in TABLE2_VARIANTS}
+    table3 = []
+    for record in ("LoRA_Adapter_MFA", "LoRA_Adapter_MFA-pruned80"):
+        value = {m: paper_value(ref, table=3, record=record, metric=m)
+                 for m in ("sparsity", "params_encoder", "params_head", "macs", "flops")}
+        table3.append({"sparsity": value["sparsity"] / 100, "params_m": (value["params_encoder"], value["params_head"]),
+                       "macs_g": value["macs"], "flops_g": value["flops"]})
+    return params, table3[0], table3[1]
+
+
+PAPER_PARAMS_M, PAPER_TABLE3_FULL, PAPER_TABLE3_PRUNED = _paper_numbers()
+PAPER_PARAMS_M: dict[str, tuple[float, float]]
+"""Table 2's "Params" column, (encoder, head [+ LoRA]) in millions, as printed in the paper (read from the
+reference CSV, ``results/paper_reference.csv``)."""
+PAPER_TABLE3_FULL: dict
+"""Table 3, LoRA_Adapter_MFA at 0 % sparsity, 1-s segments: ``sparsity``, ``params_m``, ``macs_g``, ``flops_g``
+(from the reference CSV)."""
+PAPER_TABLE3_PRUNED: dict
+"""Table 3, the pruned model at ≈ 80 % sparsity, 1-s segments (from the reference CSV)."""
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -42,7 +42,9 @@ Chapters and the ``svlib train|prune|score`` commands record what they measure w
 How a record meets a paper number: "score calibration" no/yes is cosine / AS-norm + QMF scoring; the paper's mDCF is
 compared with ``min_dcf_0.01`` (p_target = 0.01); MACs and FLOPs in G, parameters in M, sparsity in %. A record whose
 ``train`` or ``test`` is not the paper's (the ``demo`` profile's) is shown as its own row right after the first paper
-row of the same system, stage, scoring and metric, with an empty paper value: next to the paper's number, never in its place.
+row of the same system, stage, scoring and metric, with an empty paper value: next to the paper's number, never
+in its place. The tables in the paper's own layout are :func:`table1`, :func:`table1_ours`, :func:`table2` and
+:func:`table3`.
 """
 
 from __future__ import annotations
@@ -66,10 +68,18 @@ __all__ = [
     "TEST_SETS",
     "TRAIN_DATA",
     "book_tables",
+    "complexity_points",
+    "eer_by_stage",
     "eval_record_name",
     "ours_rows",
     "paper_reference",
+    "paper_value",
     "parse_eval_record_name",
+    "style_table",
+    "table1",
+    "table1_ours",
+    "table2",
+    "table3",
 ]
 
 SYSTEMS = ("ECAPA-TDNN", "MFA", "Adapter_MFA", "LoRA_Adapter_MFA")
@@ -248,3 +258,257 @@ def ours_rows(table: pd.DataFrame) -> pd.DataFrame:
     keep = mine | other_data.shift(-1, fill_value=False)
     columns = [c for c in TABLE_COLUMNS if c not in ("frontend", "params", "source", "record")]
     return table.loc[keep, columns].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The tables in the paper's layout (the Results chapter)
+# ----------------------------------------------------------------------------------------------------------------
+_METRIC_LABELS = {"eer": "EER (%)", "min_dcf": "minDCF"}
+_TEST_ORDER = ["Vox1-O", "Vox1-E", "Vox1-H", "CN-Celeb"]
+_YES_NO = {"yes": "✓", "no": "×", "": ""}
+
+
+def _is_paper(df: pd.DataFrame) -> pd.Series:
+    return df["source"].str.startswith("paper Table")
+
+
+def paper_value(reference: pd.DataFrame | None = None, **key) -> float:
+    """The one number the paper prints at ``key``, read from the reference CSV by an explicit key.
+
+    Args:
+        reference: :func:`paper_reference` (read when ``None``).
+        key: reference columns and values, e.g. ``table=2, system="MFA", variant="freeze PTM",
+            train_data="VoxCeleb2", test_set="Vox1-O", metric="eer"``.
+
+    Raises:
+        KeyError: no row or several rows of the paper's own numbers (``source`` "paper Table N") match: a key must
+            name exactly one printed number.
+    """
+    ref = paper_reference() if reference is None else reference
+    rows = ref[_is_paper(ref)]
+    for column, value in key.items():
+        if column not in ref.columns:
+            raise KeyError(f"paper_value: {column!r} is not a column of the reference CSV")
+        rows = rows[rows[column] == value]
+    if len(rows) != 1:
+        raise KeyError(f"paper_value{key}: {len(rows)} of the paper's numbers match; a key must name exactly one")
+    return float(rows["value"].iloc[0])
+
+
+def _stage_of(record: str) -> tuple[str, str] | None:
+    """(system, stage) of a reference CSV ``record`` of an evaluation, else None."""
+    return _slot(record) if record else None
+
+
+def _ours_by_slot(results_dir) -> pd.DataFrame:
+    """Every recorded evaluation value with its (system, train, stage, test) and profile."""
+    ours = _our_values(load_results(results_dir if results_dir is not None else default_results_dir()))
+    rows = []
+    for _, r in ours.iterrows():
+        try:
+            system, train, stage, test = parse_eval_record_name(r["record"])
+        except ValueError:
+            continue
+        rows.append({**r.to_dict(), "system": system, "train": train, "stage": stage, "test": test})
+    return pd.DataFrame(rows, columns=[*ours.columns, "system", "train", "stage", "test"])
+
+
+def _group_label(profile: str, train: str, test: str) -> str:
+    """The column group of this project's numbers from ``profile``, trained on ``train``, tested on ``test``."""
+    test_label, train_label = TEST_SETS.get(test, test), TRAIN_DATA.get(train, train)
+    return f"this project ({profile}): " + (test_label if train == test else f"{train_label} → {test_label}")
+
+
+def table1(reference: pd.DataFrame | None = None, test_sets: tuple[str, ...] = ("Vox1-O", "Vox1-E", "Vox1-H")
+           ) -> pd.DataFrame:
+    """The paper's Table 1 as printed: one row per system, EER (%) and minDCF per test set.
+
+    Index: ``(front end, system, params, LMFT, cal.)``, LMFT and score calibration ✓/× as in the paper; columns:
+    ``(test set, metric)`` for ``test_sets`` (the VoxCeleb1 lists by default; ``("CN-Celeb",)`` for the last column
+    group, printed for few systems). Rows without a number in these columns are left out. Only the paper's own
+    numbers (reproductions are in :func:`table1_ours`).
+    """
+    ref = paper_reference() if reference is None else reference
+    paper = ref[(ref["table"] == 1) & _is_paper(ref) & ref["test_set"].isin(test_sets)].copy()
+    paper["LMFT"] = paper["lmft"].map(_YES_NO)
+    paper["calibration"] = paper["calibration"].map(_YES_NO)
+    index = ["frontend", "system", "params", "LMFT", "calibration"]
+    paper["order"] = range(len(paper))
+    rows = paper.groupby(index, sort=False)["order"].min().sort_values().index
+    table = paper.pivot_table(index=index, columns=["test_set", "metric"], values="value", aggfunc="first")
+    columns = [(t, m) for t in test_sets for m in ("eer", "min_dcf") if (t, m) in table.columns]
+    table = table.reindex(index=rows, columns=pd.MultiIndex.from_tuples(columns))
+    table.columns = pd.MultiIndex.from_tuples([(t, _METRIC_LABELS[m]) for t, m in columns])
+    table.index.names = ["front end", "system", "params", "LMFT", "cal."]
+    return table
+
+
+_T1_STAGES = {("no", "no"): ("s2_joint", "no"), ("yes", "no"): ("s3_lmft", "no"), ("yes", "yes"): ("s3_lmft", "yes")}
+"""Table 1's LoRA_Adapter_MFA rows (LMFT, calibration) → the recorded (stage, calibration)."""
+
+
+def table1_ours(results_dir: str | os.PathLike | None = None, reference: pd.DataFrame | None = None,
+                test_set: str = "Vox1-O") -> pd.DataFrame:
+    """Table 1's LoRA_Adapter_MFA rows next to this project's numbers and the reproductions listed with the paper.
+
+    Rows: (LMFT, calibration). Column groups: ``paper`` (``test_set``), each reproduction by its source (WeSpeaker's
+    is without calibration and without LMFT), and one group per profile and trial list this project recorded, with
+    EER (%) and minDCF.
+    """
+    ref = paper_reference() if reference is None else reference
+    ours = _ours_by_slot(results_dir)
+    out = {}
+    for (lmft, calibration), (stage, method) in _T1_STAGES.items():
+        row = {}
+        for metric in ("eer", "min_dcf"):
+            key = dict(table=1, system="LoRA_Adapter_MFA", lmft=lmft, calibration=calibration, test_set=test_set,
+                       train_data="VoxCeleb2 & VoxBlink2", metric=metric)
+            row[("paper", f"{test_set} {_METRIC_LABELS[metric]}")] = paper_value(ref, **key)
+        others = ref[(ref["table"] == 1) & ~_is_paper(ref) & (ref["system"] == "LoRA_Adapter_MFA")
+                     & (ref["test_set"] == test_set)]
+        if (lmft, calibration) == ("no", "no"):
+            for _, r in others.iterrows():
+                row[(r["source"], f"{test_set} {_METRIC_LABELS[r['metric']]}")] = float(r["value"])
+        mine = ours[(ours["system"] == "LoRA_Adapter_MFA") & (ours["stage"] == stage)
+                    & (ours["calibration"] == method)]
+        for _, r in mine.iterrows():
+            row[(_group_label(r["profile"], r["train"], r["test"]), _METRIC_LABELS[r["metric"]])] = r["ours"]
+        out[(_YES_NO[lmft], _YES_NO[calibration])] = row
+    table = pd.DataFrame.from_dict(out, orient="index")
+    table.index.names = ["LMFT", "calibration"]
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    return table
+
+
+_T2_BLOCKS = [("VoxCeleb2", "Vox1-O"), ("VoxCeleb2 & VoxBlink2", "Vox1-O"), ("CN-Celeb1&2", "CN-Celeb")]
+
+
+def table2(results_dir: str | os.PathLike | None = None, reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Table 2 as printed (one row per architecture and schedule, its EER per training set) next to this project's.
+
+    Index: ``(model, variant)`` in the paper's order; columns: ``("paper", "params")``, ``("paper", "<training
+    data> → <test set>")`` for the paper's three blocks (EER, %), and one group per profile and trial list this
+    project recorded (cosine EER, %).
+    """
+    ref = paper_reference() if reference is None else reference
+    paper = ref[(ref["table"] == 2) & _is_paper(ref)].copy()
+    ours = _ours_by_slot(results_dir)
+    ours = ours[(ours["metric"] == "eer") & (ours["calibration"] == "no")]
+    paper["order"] = range(len(paper))
+    rows = {}
+    for _, r in paper.sort_values("order").iterrows():
+        key = (r["system"], r["variant"])
+        row = rows.setdefault(key, {})
+        if (r["train_data"], r["test_set"]) == _T2_BLOCKS[0] or ("paper", "params") not in row:
+            row[("paper", "params")] = r["params"]
+        row[("paper", f"{r['train_data']} → {r['test_set']}")] = float(r["value"])
+        slot = _stage_of(r["record"])
+        if slot is None:
+            continue
+        mine = ours[(ours["system"] == slot[0]) & (ours["stage"] == slot[1])]
+        for _, m in mine.iterrows():
+            if TRAIN_DATA.get(m["train"]) in {b for b, _ in _T2_BLOCKS}:
+                continue  # a paper-profile record sits in the paper's own block, under "this project … → …" below
+            row[(_group_label(m["profile"], m["train"], m["test"]), "EER (%)")] = m["ours"]
+        for _, m in ours[(ours["system"] == slot[0]) & (ours["stage"] == slot[1])
+                         & (ours["train"].map(TRAIN_DATA) == r["train_data"])
+                         & (ours["test"].map(TEST_SETS) == r["test_set"])].iterrows():
+            row[(f"this project ({m['profile']})", f"{r['train_data']} → {r['test_set']}")] = m["ours"]
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "variant"])
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    paper_cols = [("paper", "params")] + [("paper", f"{b} → {t}") for b, t in _T2_BLOCKS]
+    return table[paper_cols + [c for c in table.columns if c not in paper_cols]]
+
+
+def table3(results_dir: str | os.PathLike | None = None, reference: pd.DataFrame | None = None
+           ) -> dict[str, pd.DataFrame]:
+    """Table 3 in two parts: ``"size"`` (parameters, MACs and FLOPs for 1 s, encoder + head) and ``"eer"`` (Vox1-O
+    EER without and with LMFT), one row per sparsity, the paper's numbers next to this project's; and ``"other"``,
+    the speed-ups of structured pruning published for other models, each with its source.
+    """
+    ref = paper_reference() if reference is None else reference
+    paper = ref[(ref["table"] == 3) & _is_paper(ref)]
+    results = load_results(results_dir if results_dir is not None else default_results_dir())
+    ours = _ours_by_slot(results_dir)
+    size, eer = {}, {}
+    for variant, record in (("0 %", "LoRA_Adapter_MFA"), ("≈ 80 %", "LoRA_Adapter_MFA-pruned80")):
+        rows = paper[paper["record"].str.startswith(record + ".") | (paper["record"] == record)]
+        value = {m: float(rows[rows["metric"] == m]["value"].iloc[0]) for m in ("params_encoder", "params_head",
+                                                                              "macs", "flops", "sparsity")}
+        s = {("paper", "sparsity (%)"): value["sparsity"],
+             ("paper", "params (M)"): rows["params"].iloc[0],
+             ("paper", "GMACs"): value["macs"], ("paper", "GFLOPs"): value["flops"]}
+        counted = results[(results["kind"] == "complexity") & (results["name"] == record)]
+        for _, c in counted.iterrows():
+            group = "this project (counted at full size)"
+            s[(group, "sparsity (%)")] = 100 * c["sparsity"]
+            s[(group, "params (M)")] = f"{c['encoder_params'] / 1e6:.0f}+{c['head_params'] / 1e6:.1f}M"
+            s[(group, "GMACs")] = c["macs"] / 1e9
+            s[(group, "GFLOPs")] = c["flops"] / 1e9
+        size[variant] = s
+        e = {}
+        for lmft, stage in (("no", "s2_joint"), ("yes", "s3_lmft")):
+            label = "LMFT ✓" if lmft == "yes" else "LMFT ×"
+            eers = rows[(rows["metric"] == "eer") & (rows["lmft"] == lmft)]
+            e[("paper, Vox1-O", label)] = float(eers["value"].iloc[0])
+            mine = ours[(ours["system"] == record) & (ours["stage"] == stage) & (ours["metric"] == "eer")
+                        & (ours["calibration"] == "no")]
+            for _, m in mine.iterrows():
+                e[(_group_label(m["profile"], m["train"], m["test"]), label)] = m["ours"]
+        eer[variant] = e
+    out = {}
+    for name, rows in (("size", size), ("eer", eer)):
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index.name = "sparsity"
+        groups = list(dict.fromkeys(g for g, _ in table.columns))  # paper first, then this project's groups
+        table = table[sorted(table.columns, key=lambda c: groups.index(c[0]))]
+        table.columns = pd.MultiIndex.from_tuples(table.columns)
+        out[name] = table
+    others = ref[(ref["table"] == 3) & ~_is_paper(ref)]
+    out["other"] = others[["frontend", "system", "variant", "metric", "value", "unit", "source"]].rename(
+        columns={"frontend": "model"}).reset_index(drop=True)
+    return out
+
+
+def style_table(table: pd.DataFrame, digits: int = 2):
+    """A pandas ``Styler`` for the book: numbers with ``digits`` decimals (minDCF with 3), a missing number shown as
+    "–", column groups centred."""
+    formats = {c: (lambda v, d=(3 if "minDCF" in str(c) else digits): f"{v:.{d}f}")
+               for c in table.columns if pd.api.types.is_float_dtype(table[c])}
+    return (table.style.format(formats, na_rep="–")
+            .set_table_styles([{"selector": "th.col_heading", "props": "text-align: center;"}]))
+
+
+def eer_by_stage(results_dir: str | os.PathLike | None = None, profile: str = "demo",
+                 reference: pd.DataFrame | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """The EER after joint fine-tuning and after LMFT of the unpruned and the pruned LoRA_Adapter_MFA: the paper's
+    (Table 3, Vox1-O) and ``profile``'s (each recorded trial list, cosine and AS-norm + QMF), as
+    :func:`svlib.book.plots.plot_eer_by_stage` draws them: ``{panel: {line: {stage: EER %}}}``."""
+    ref = paper_reference() if reference is None else reference
+    paper = {}
+    for system in ("LoRA_Adapter_MFA", "LoRA_Adapter_MFA-pruned80"):
+        paper[system] = {stage: paper_value(ref, table=3, record=f"{system}.vox2+vb2.{stage}.vox1-o", metric="eer")
+                         for stage in ("s2_joint", "s3_lmft")}
+    ours = _ours_by_slot(results_dir)
+    ours = ours[(ours["profile"] == profile) & (ours["metric"] == "eer")
+                & ours["system"].str.startswith("LoRA_Adapter_MFA") & ours["stage"].isin(["s2_joint", "s3_lmft"])]
+    lines: dict[str, dict[str, float]] = {}
+    for _, r in ours.iterrows():
+        method = "cosine" if r["calibration"] == "no" else "AS-norm + QMF"
+        lines.setdefault(f"{r['system']}, {method}", {})[r["stage"]] = r["ours"]
+    return {"paper, Vox1-O": paper, f"this project ({profile} profile)": lines}
+
+
+def complexity_points(results_dir: str | os.PathLike | None = None, profile: str = "demo",
+                      reference: pd.DataFrame | None = None) -> dict[str, list[tuple[float, float, float]]]:
+    """(sparsity %, encoder parameters M, GMACs for 1 s) of the unpruned and the 80 % model: the paper's Table 3 and
+    the full-size counts ``profile``'s chapters recorded, as :func:`svlib.book.plots.plot_complexity_vs_sparsity`
+    draws them."""
+    ref = paper_reference() if reference is None else reference
+    paper = [tuple(paper_value(ref, table=3, record=record, metric=m) for m in ("sparsity", "params_encoder", "macs"))
+             for record in ("LoRA_Adapter_MFA", "LoRA_Adapter_MFA-pruned80")]
+    results = load_results(results_dir if results_dir is not None else default_results_dir())
+    counted = results[(results["profile"] == profile) & (results["kind"] == "complexity")]
+    ours = [(100 * r["sparsity"], r["encoder_params"] / 1e6, r["macs"] / 1e9) for _, r in counted.iterrows()]
+    return {"paper (Table 3)": paper, "this project (FlopCounterMode, encoder + head)": ours}
