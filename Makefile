@@ -9,7 +9,7 @@ MATHJAX_VERSION := 3.2.2
 MATHJAX_DIR := _static/mathjax
 MATHJAX_STAMP := $(MATHJAX_DIR)/.vendored-$(MATHJAX_VERSION)
 
-.PHONY: setup mathjax book test bench clean
+.PHONY: setup mathjax book test bench format clean
 
 # the book's workspace is this checkout (models in exp/, corpus in data/) and its results store _build/results
 # (what the Results chapter shows); svlib's own default is a per-user folder (svlib/core/paths.py)
@@ -33,10 +33,11 @@ $(MATHJAX_STAMP):
 	cp -r "$$tmp"/package/es5/. "$$tmp"/package/LICENSE $(MATHJAX_DIR)/
 	touch $@
 
-# book: execute every chapter (demo profile) and build the HTML into _build/html; any warning or cell error fails
+# book: execute every chapter (demo profile) and build the HTML into _build/html; any warning or cell error fails;
+# progress bars are for terminals, not for the built pages (TQDM_DISABLE)
 book: setup mathjax
 	rm -rf _build/html
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going --all
+	TQDM_DISABLE=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going --all
 
 # test: unit tests in tests/ plus nbval of book/*.ipynb (pytest options live in pyproject.toml)
 test: setup
@@ -49,6 +50,11 @@ bench: setup
 	$(VENV)/bin/svlib bench extract --json
 	$(VENV)/bin/svlib params --structure svlib/configs/authors_pruned_structure_0.8.json --json
 	$(VENV)/bin/svlib bench prune-speedup --json
+
+# format: the notebooks' code cells formatted with black at 79 columns, the width of the book's code column
+format: setup
+	$(VENV)/bin/pip install -q ".[dev]"
+	$(VENV)/bin/python book/_tools/format_notebooks.py
 
 # clean: remove build outputs and the vendored MathJax (keeps .venv)
 clean:

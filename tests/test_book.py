@@ -134,3 +134,15 @@ def test_papermill_reads_every_parameter(entry, caplog):
         names = {p.name for p in PythonTranslator.inspect({"source": _source(first)})}
     assert not caplog.records, f"{entry}: {[r.getMessage() for r in caplog.records]}"
     assert names == {name for name, _ in _assignments(_source(first))}
+
+
+CODE_COLUMNS = 79
+"""The widest code line that fits the book's code column (1280-px window; `make format` formats to it)."""
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_code_fits_the_code_column(entry):
+    """A line wider than the column is cut off (or needs sideways scrolling) on the built page."""
+    long = [line for cell in _notebook(entry)["cells"] if cell["cell_type"] == "code"
+            for line in _source(cell).splitlines() if len(line) > CODE_COLUMNS]
+    assert long == [], f"{entry}: {len(long)} code line(s) over {CODE_COLUMNS} columns (run `make format`): {long[:3]}"

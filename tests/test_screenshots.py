@@ -171,3 +171,162 @@ def test_checks_catch_broken_pages(tmp_path):
     for fragment in expected:
         assert any(fragment in p for p in problems), f"no problem mentions {fragment!r}: {problems}"
     assert len(problems) == len(expected), problems
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Layout: what fits the reader's window (a live Chromium over the DevTools protocol, 1280 px wide)
+# ------------------------------------------------------------------------------------------------------------
+LAYOUT_JS = r"""
+(() => {
+  const column = document.querySelector('article.bd-article') || document.body;
+  const width = column.clientWidth;
+  const out = {column: width, code: [], tables: [], figures: [], nan: 0, paths: []};
+  for (const pre of column.querySelectorAll('pre')) {
+    if (pre.scrollWidth > pre.clientWidth + 1) {
+      const line = pre.innerText.split('\n').reduce((a, b) => (b.length > a.length ? b : a), '');
+      out.code.push(line.slice(0, 100));
+    }
+  }
+  for (const table of column.querySelectorAll('table')) {
+    const w = table.getBoundingClientRect().width;
+    if (w > width + 1) out.tables.push(`${Math.round(w)} px: ${table.innerText.slice(0, 80).replace(/\s+/g, ' ')}`);
+  }
+  for (const img of column.querySelectorAll('img')) {
+    out.figures.push([img.naturalWidth, img.getBoundingClientRect().width, (img.getAttribute('src') || '').slice(-40)]);
+  }
+  const text = column.innerText;
+  out.nan = (text.match(/\bNaN\b/g) || []).length;
+  out.paths = (text.match(/(\/work\/|\/tmp\/|\/root\/|\/home\/|\/Users\/)[^\s'"]*/g) || []).slice(0, 5);
+  return JSON.stringify(out);
+})()
+"""
+FIGURE_DPI, MIN_FONT_PT, MIN_FONT_PX = 150, 9.0, 11.0
+"""svlib.book.plots draws at 150 dpi with no text under 9 pt; on screen that text must stay at least 11 px tall."""
+
+
+class _Chromium:
+    """A headless Chromium driven over the DevTools protocol (only websocket-client, which Jupyter brings)."""
+
+    def __init__(self, width: int = WINDOW[0], height: int = 1000):
+        import json
+        import socket
+        import time
+        import urllib.request
+
+        websocket = pytest.importorskip("websocket")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self._dir = tempfile.TemporaryDirectory()
+        self._proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+             f"--user-data-dir={self._dir.name}", f"--remote-debugging-port={port}", "--remote-allow-origins=*",
+             f"--window-size={width},{height}", "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 30
+        while True:
+            try:
+                targets = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/json", timeout=2))
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.2)
+        page = next(t for t in targets if t["type"] == "page")
+        self._ws = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=120)
+        self._json, self._time, self._id = json, time, 0
+        self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+
+    def call(self, method: str, **params) -> dict:
+        self._id += 1
+        self._ws.send(self._json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            message = self._json.loads(self._ws.recv())
+            if message.get("id") == self._id:
+                return message.get("result", {})
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def layout(self, page: Path) -> dict:
+        self.call("Page.navigate", url=page.as_uri())
+        for _ in range(200):
+            if self.evaluate("document.readyState") == "complete":
+                break
+            self._time.sleep(0.05)
+        self.evaluate("window.MathJax && MathJax.startup && MathJax.startup.promise")
+        self._time.sleep(1.0)  # typesetting and images
+        return self._json.loads(self.evaluate(LAYOUT_JS))
+
+    def capture_tables(self, out_dir: Path, stem: str) -> list[Path]:
+        """Screenshots of the page's output tables (the page loaded by :meth:`layout`), one PNG per table."""
+        import base64 as b64
+
+        rects = self._json.loads(self.evaluate(
+            "JSON.stringify([...document.querySelectorAll('article.bd-article div.cell_output table')].map(t => {"
+            "const r = t.getBoundingClientRect(); return [r.x + window.scrollX, r.y + window.scrollY, r.width, "
+            "r.height];}))"))
+        paths = []
+        for i, (x, y, w, h) in enumerate(rects, 1):
+            clip = {"x": max(0, x - 8), "y": max(0, y - 8), "width": w + 16, "height": h + 16, "scale": 1}
+            data = self.call("Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True)["data"]
+            path = out_dir / f"{stem}_table{i}.png"
+            atomic_write(path, lambda tmp, d=data: Path(tmp).write_bytes(b64.b64decode(d)), suffix=".png")
+            paths.append(path)
+        return paths
+
+    def close(self):
+        self._ws.close()
+        self._proc.terminate()
+        self._proc.wait(timeout=30)
+        self._dir.cleanup()
+
+
+def _layout_problems(layout: dict) -> list[str]:
+    problems = [f"code line cut off at the column's edge: {line!r}" for line in layout["code"]]
+    problems += [f"table wider than the {layout['column']}-px column: {t}" for t in layout["tables"]]
+    for natural, shown, src in layout["figures"]:
+        if natural and shown:
+            px = MIN_FONT_PT * FIGURE_DPI / 72 * shown / natural
+            if px < MIN_FONT_PX:
+                problems.append(f"figure …{src}: {natural} px shown at {shown:.0f} px, its 9-pt text at {px:.1f} px")
+    if layout["nan"]:
+        problems.append(f"{layout['nan']} 'NaN' shown to the reader (use '–' for a missing number)")
+    problems += [f"absolute path of the build machine shown: {p}" for p in layout["paths"]]
+    return problems
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    browser = _Chromium()
+    yield browser
+    browser.close()
+
+
+@needs_book
+@pytest.mark.parametrize("entry", PAGES)
+def test_page_fits_the_window(entry, chromium):
+    """At 1280 px: no code line or table runs past the content column, figure text is readable, no 'NaN', no path of
+    the machine that built the book."""
+    page = HTML / f"{entry}.html"
+    if not page.is_file():
+        pytest.skip(f"{entry} is in _toc.yml but not in the built book {HTML} (stale build: run `make book`)")
+    problems = _layout_problems(chromium.layout(page))
+    if entry.endswith("_results"):  # Tables 1-3 as the reader sees them, for the record
+        assert chromium.capture_tables(SHOTS, Path(entry).name), "the Results chapter shows its tables"
+    assert not problems, f"{entry}:\n" + "\n".join(problems)
+
+
+def test_layout_checks_catch_what_does_not_fit(tmp_path, chromium):
+    wide = "x = " + "1 + " * 60 + "1"
+    page = tmp_path / "wide.html"
+    page.write_text(
+        "<html><body><article class='bd-article' style='width: 500px'>"
+        f"<pre style='overflow: auto'>{wide}</pre><table><tr>{'<td>1234567890</td>' * 30}</tr></table>"
+        "<p>value NaN in /work/main/exp/x</p></article></body></html>"
+    )
+    problems = _layout_problems(chromium.layout(page))
+    expected = ["code line cut off", "table wider", "'NaN' shown", "absolute path"]
+    for fragment in expected:
+        assert any(fragment in p for p in problems), f"no problem mentions {fragment!r}: {problems}"

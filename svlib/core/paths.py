@@ -38,6 +38,7 @@ __all__ = [
     "home",
     "profile_of_config",
     "reference_csv",
+    "shown",
 ]
 
 _VAR = re.compile(r"\$\{(\w+)\}")
@@ -133,3 +134,17 @@ def profile_of_config(path: str | os.PathLike) -> str | None:
     ``profile.yaml`` (``configs/paper/prune/p1_prune.yaml`` → ``paper``, also in a copy of ``configs/``), else
     ``None`` (a config kept elsewhere says nothing about its profile)."""
     return next((d.name for d in Path(path).resolve().parents if (d / "profile.yaml").is_file()), None)
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as a page or a log shows it: relative to the root it lies under (``$SVLIB_RESULTS/…``,
+    ``$SVLIB_DATA/…``, ``$SVLIB_HOME/…``), so that no machine's absolute paths end up in the book; a path under
+    none of them is shown by its name."""
+    p = Path(path).resolve()
+    for root, label in ((default_results_dir(), "$SVLIB_RESULTS"), (default_data_root(), "$SVLIB_DATA"),
+                        (home(), "$SVLIB_HOME")):
+        try:
+            return f"{label}/{p.relative_to(Path(root).resolve())}"
+        except ValueError:
+            continue
+    return p.name

@@ -1,0 +1,44 @@
+"""The book's figures: one style (width, dpi, smallest text) checked as each figure is made, and every figure of a
+chapter shown in Jupyter (a style context once switched the inline backend off after the first figure)."""
+
+import matplotlib
+import pytest
+
+from svlib.book import plots
+
+
+def test_figures_fit_the_column_and_their_text_is_readable():
+    fig = plots.plot_curves({"a": ([0, 1], [0, 1]), "b": ([0, 1], [1, 0])}, "x (s)", "y", title="t")
+    assert fig.get_size_inches()[0] <= plots.MAX_WIDTH_IN and fig.dpi == plots.DPI
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text()]
+    assert texts and min(t.get_fontsize() for t in texts) >= plots.MIN_FONT_PT
+
+    @plots.book_figure
+    def too_wide():
+        return matplotlib.pyplot.figure(figsize=(9, 3))
+
+    @plots.book_figure
+    def too_small():
+        fig = matplotlib.pyplot.figure(figsize=(5, 3))
+        fig.text(0.5, 0.5, "tiny", fontsize=7)
+        return fig
+
+    with pytest.raises(ValueError, match="too_wide: figure 9.00 in wide"):
+        too_wide()
+    with pytest.raises(ValueError, match=r"too_small: text of \[7.0\] pt"):
+        too_small()
+    assert matplotlib.rcParams["figure.dpi"] != plots.DPI or plots.DPI == 100  # the style does not leak out
+
+
+@pytest.mark.slow
+def test_every_figure_of_a_notebook_is_shown():
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    draw = "fig = plots.plot_curves({'a': ([0, 1], [0, 1])}, 'x', 'y')"
+    nb.cells = [nbformat.v4.new_code_cell("from svlib.book import plots\n" + draw),
+                nbformat.v4.new_code_cell(draw), nbformat.v4.new_code_cell(draw)]
+    nbclient.NotebookClient(nb, timeout=300).execute()
+    shown = [sum("image/png" in o.get("data", {}) for o in cell.outputs) for cell in nb.cells]
+    assert shown == [1, 1, 1]
