@@ -53,7 +53,7 @@ bench: setup
 
 # format: the notebooks' code cells formatted with black at 79 columns, the width of the book's code column
 format: setup
-	$(VENV)/bin/pip install -q ".[dev]"
+	$(PY) -m pip install -q -e ".[book,test,dev]"
 	$(VENV)/bin/python book/_tools/format_notebooks.py
 
 # clean: remove build outputs and the vendored MathJax (keeps .venv)

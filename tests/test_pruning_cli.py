@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from svlib.bench.timing import paired_ratio
 from svlib.cli import main
 from svlib.analysis.complexity import PAPER_TABLE3_PRUNED, structure_complexity
 from svlib.model.encoder import encoder_config
@@ -56,4 +57,13 @@ def test_cli_bench_prune_speedup_small_structure(tmp_path, capsys):
     assert out["structure"] == str(path)
     assert [r["seconds"] for r in out["rows"]] == [1.0, 4.0]
     assert all(r["mac_ratio"] > 1 and r["full_s"] > 0 and r["pruned_s"] > 0 for r in out["rows"])
+    assert all(len(r["speedup_paired"]["ratios"]) == 1 for r in out["rows"])
     assert out["pruned_params"] < out["full_params"]
+
+
+def test_paired_ratio_divides_the_runs_of_each_round():
+    times = {"a": {"times": [2.0, 4.0, 9.0]}, "b": {"times": [1.0, 1.0, 3.0]}}
+    r = paired_ratio(times, "a", "b")
+    assert r["ratios"] == [2.0, 4.0, 3.0] and r["median"] == 3.0 and (r["min"], r["max"]) == (2.0, 4.0)
+    with pytest.raises(ValueError):
+        paired_ratio({"a": {"times": [1.0]}, "b": {"times": [1.0, 2.0]}}, "a", "b")

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from svlib.bench.timing import interleaved_times
+from svlib.bench.timing import interleaved_times, paired_ratio
 from svlib.model import SpeakerModel
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def bench_extract(seconds: tuple[float, ...] = (4, 10), repeats: int = 3, seed: 
                 "bare_s_per_audio_s": t["bare"] / length,
                 "overhead_percent": 100.0 * (t["full"] / t["bare"] - 1.0),
                 "overhead_percent_of_medians": 100.0 * (med["full"] / med["bare"] - 1.0),
+                "full_over_bare_paired": paired_ratio(times, "full", "bare"),
                 "parts_percent_of_bare": {
                     "features": 100.0 * t["features"] / t["bare"],
                     "encoder_mask_and_states": 100.0 * (t["encoder_as_called"] / t["bare"] - 1.0),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import SeamlessM4TFeatureExtractor
 
-from svlib.bench.timing import interleaved_times
+from svlib.bench.timing import interleaved_times, paired_ratio
 from svlib.frontend.features import PREPROCESSOR_CONFIG, extract_features
 
 
@@ -38,6 +38,7 @@ def bench_features(batch: int = 8, seconds: float = 4.0, repeats: int = 7, seed:
         "svlib_s": ours,
         "transformers_s": theirs,
         "speedup": theirs / ours,
+        "speedup_paired": paired_ratio(times, "transformers", "svlib"),
         "max_abs_diff": diff,
         "repeats": repeats,
     }

@@ -18,7 +18,7 @@ import torch
 from transformers import Wav2Vec2BertModel
 
 from svlib.analysis.complexity import count_macs
-from svlib.bench.timing import interleaved_times
+from svlib.bench.timing import interleaved_times, paired_ratio
 from svlib.frontend.features import frames_for_samples
 from svlib.model.resize import apply_structure, build_pruned_encoder
 from svlib.model.structure import AUTHORS_STRUCTURE_RESOURCE, PrunedStructure, load_structure
@@ -88,6 +88,7 @@ def bench_prune_speedup(
                     "full_s": full_s,
                     "pruned_s": pruned_s,
                     "speedup": full_s / pruned_s,
+                    "speedup_paired": paired_ratio(times, "full", "pruned"),
                     "full_gmacs": full_macs / 1e9,
                     "pruned_gmacs": pruned_macs / 1e9,
                     "mac_ratio": full_macs / pruned_macs,

@@ -10,7 +10,7 @@ import statistics
 import time
 from typing import Callable, Mapping
 
-__all__ = ["interleaved_times"]
+__all__ = ["interleaved_times", "paired_ratio"]
 
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict:
@@ -28,3 +28,13 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int = 3,
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
     return {name: {"min": min(t), "median": statistics.median(t), "times": t} for name, t in times.items()}
+
+
+def paired_ratio(times: dict, numerator: str, denominator: str) -> dict:
+    """The ratio ``numerator / denominator`` of the runs of one round, over the rounds of :func:`interleaved_times`.
+
+    Pairing by round cancels a load change that slows a whole round. Returns ``{"median", "min", "max", "ratios"}``
+    (the spread is ``min`` … ``max``).
+    """
+    ratios = [a / b for a, b in zip(times[numerator]["times"], times[denominator]["times"], strict=True)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "ratios": ratios}
