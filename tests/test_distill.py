@@ -101,3 +101,18 @@ def test_config_errors(tmp_path):
         DistillConfig(name="x", exp_dir="e", train_dir="d", teacher="t", prune=False)
     with pytest.raises(FileNotFoundError, match="not found"):
         DistillConfig.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_paper_pruning_configs_hold_the_authors_recipe(monkeypatch):
+    monkeypatch.setenv("VOX_TRAIN_DIR", "/data/vox2_vb2")
+    root = Path(__file__).resolve().parents[1] / "configs" / "paper" / "prune"
+    p1 = DistillConfig.from_yaml(root / "p1_prune.yaml")
+    p2 = DistillConfig.from_yaml(root / "p2_distill.yaml")
+    q = p1.pruning
+    assert (q.target_sparsity, q.warmup_steps) == (0.8, 10_000)  # §3.4
+    assert (q.lr_weights, q.lr_log_alpha, q.lr_lambda) == (2e-4, 2e-2, 2e-2)  # §3.4
+    assert (p1.epochs, p1.batch_size, p1.min_frames, p1.max_frames) == (20, 16, 400, 400)
+    # the authors clip the gradient norm at 1.0 (DPHuBERT at 10), with no augmentation or speed perturbation
+    assert p1.grad_clip == p2.grad_clip == 1.0
+    assert not (p1.speed_perturb or p1.augment or p2.speed_perturb or p2.augment)
+    assert p1.prune and not p2.prune and Path(p2.init_from).name == "p1_prune"
