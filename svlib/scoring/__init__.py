@@ -1,5 +1,5 @@
 """Scoring and evaluation (paper §3.3, Table 1): embedding extraction, cosine scoring, AS-norm, QMF calibration,
-EER / minDCF / DET, and loading the authors' released checkpoints.
+EER / minDCF / DET with speaker-level bootstrap intervals, and loading the authors' released checkpoints.
 
 Typical use::
 
@@ -16,6 +16,7 @@ Explained in the book chapter "Scoring and calibration".
 from svlib.data.lists import read_enroll_map, read_key_value, read_trials
 from svlib.scoring.authors import AUTHORS_KEY_MAP, load_authors_checkpoint
 from svlib.scoring.baseline import logmel_embeddings
+from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, speaker_bootstrap, trial_speakers
 from svlib.scoring.evaluate import Evaluation, evaluate_model, fit_qmf, score_trials
 from svlib.scoring.extract import (
     Segment,
@@ -51,6 +52,8 @@ __all__ = [
     "ASNormResult",
     "CalibrationSet",
     "Evaluation",
+    "Interval",
+    "SpeakerBootstrap",
     "Cohort",
     "CohortAccumulator",
     "FEATURE_NAMES",
@@ -81,5 +84,7 @@ __all__ = [
     "read_key_value",
     "read_trials",
     "score_trials",
+    "speaker_bootstrap",
     "trial_quality_features",
+    "trial_speakers",
 ]
