@@ -7,6 +7,10 @@ RECIPE.md ("Training recipe", stages 1–2): each training crop gets, with proba
   drawn from U(5, 20) dB, or U(15, 25) dB when babble is present (:func:`add_noise`);
 - reverberation with a room impulse response of a simulated small or medium room (:func:`reverberate`).
 
+Beyond the recipe, an :class:`Augmenter` can draw a fourth outcome, a simulated recording channel (telephone band,
+G.711, G.722, spectral tilt: :mod:`svlib.data.channel`) with probability ``p_channel``; the ``demo`` profile uses it,
+the ``paper`` profile does not (the paper uses MUSAN and RIRs only).
+
 Pieces:
 
 - :class:`AudioPool` / :class:`NoiseBank` — noise, music and speech (babble) sources, from a MUSAN directory
@@ -38,6 +42,7 @@ import torch
 
 from svlib.frontend.audio import crop_or_loop, load_audio
 from svlib.core.atomic import atomic_write
+from svlib.data.channel import ChannelChoice, ChannelSimulator, apply_channel
 
 logger = logging.getLogger(__name__)
 
@@ -448,8 +453,9 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 class AugmentChoice:
     """What :class:`Augmenter` does to one utterance.
 
-    ``kind``: ``"none"``, ``"noise"`` or ``"reverb"``; for noise, ``category`` (one of :data:`CATEGORIES`),
-    ``snr_db`` and ``num_babble`` (talkers, 0 without babble); for reverb, ``rir_index``.
+    ``kind``: ``"none"``, ``"noise"``, ``"reverb"`` or ``"channel"``; for noise, ``category`` (one of
+    :data:`CATEGORIES`), ``snr_db`` and ``num_babble`` (talkers, 0 without babble); for reverb, ``rir_index``; for
+    channel, ``channel`` (:class:`svlib.data.channel.ChannelChoice`).
     """
 
     kind: str
@@ -457,10 +463,12 @@ class AugmentChoice:
     snr_db: float | None = None
     num_babble: int = 0
     rir_index: int | None = None
+    channel: ChannelChoice | None = None
 
 
 class Augmenter:
-    """Per-utterance augmentation of the recipe: none / additive noise / reverberation with p = 1/3 each.
+    """Per-utterance augmentation of the recipe: none / additive noise / reverberation with p = 1/3 each (and,
+    beyond the recipe, a simulated channel with ``p_channel``).
 
     Noise: category uniform over :data:`CATEGORIES`; babble is the sum of ``U{3..8}`` speech segments (sources
     drawn with replacement, random offsets), each scaled to unit power; ``babble_music`` adds a music segment at the same power as the babble; the resulting noise is
@@ -475,6 +483,9 @@ class Augmenter:
         sample_rate: rate of the waveforms and sources.
         snr_range_db, babble_snr_range_db, babble_speakers: the recipe's ranges (see module constants).
         categories: the noise categories to draw from (uniformly).
+        channel: the channel simulator of the ``"channel"`` outcome (needed when ``p_channel > 0``).
+        p_channel: probability of a simulated channel (default 0, the recipe); ``p_none + p_noise + p_reverb +
+            p_channel`` must be 1.
     """
 
     def __init__(
@@ -490,10 +501,15 @@ class Augmenter:
         babble_snr_range_db: tuple[float, float] = BABBLE_SNR_RANGE_DB,
         babble_speakers: tuple[int, int] = BABBLE_SPEAKERS,
         categories: Sequence[str] = CATEGORIES,
+        channel: ChannelSimulator | None = None,
+        p_channel: float = 0.0,
     ) -> None:
-        probs = (p_none, p_noise, p_reverb)
-        if any(p < 0 for p in probs) or abs(sum(probs) - 1.0) > 1e-6:
-            raise ValueError(f"p_none, p_noise, p_reverb must be >= 0 and sum to 1, got {probs} (sum {sum(probs)})")
+        probs = (p_none, p_noise, p_reverb) + ((p_channel,) if p_channel else ())
+        if any(p < 0 for p in probs) or p_channel < 0 or abs(sum(probs) - 1.0) > 1e-6:
+            raise ValueError(f"p_none, p_noise, p_reverb, p_channel must be >= 0 and sum to 1, got "
+                             f"{(p_none, p_noise, p_reverb, p_channel)} (sum {sum(probs)})")
+        if p_channel > 0 and channel is None:
+            raise ValueError("p_channel > 0 needs a channel simulator (svlib.data.channel.ChannelSimulator)")
         unknown = [c for c in categories if c not in CATEGORIES]
         if unknown or not categories:
             raise ValueError(f"categories must be a non-empty subset of {CATEGORIES}, got {list(categories)}")
@@ -514,7 +530,8 @@ class Augmenter:
         if p_reverb > 0 and len(self.rirs) == 0:
             raise ValueError("p_reverb > 0 needs at least one RIR (load_rirs or simulate_rirs)")
         self.noise_bank = noise_bank
-        self.probs = torch.tensor(probs, dtype=torch.float64)
+        self.channel = channel
+        self.probs = torch.tensor(probs, dtype=torch.float64)  # 3 outcomes, or 4 with a channel
         self.categories = tuple(categories)
         self.snr_range_db = snr_range_db
         self.babble_snr_range_db = babble_snr_range_db
@@ -529,9 +546,11 @@ class Augmenter:
     def choose(self, generator: torch.Generator | None = None) -> AugmentChoice:
         """Draw the augmentation of one utterance (outcome, then category, talkers and SNR, or RIR)."""
         g = self.generator if generator is None else generator
-        kind = ("none", "noise", "reverb")[int(torch.multinomial(self.probs, 1, generator=g))]
+        kind = ("none", "noise", "reverb", "channel")[int(torch.multinomial(self.probs, 1, generator=g))]
         if kind == "none":
             return AugmentChoice("none")
+        if kind == "channel":
+            return AugmentChoice("channel", channel=self.channel.choose(g))
         if kind == "reverb":
             return AugmentChoice("reverb", rir_index=int(torch.randint(0, len(self.rirs), (1,), generator=g)))
         category = self.categories[int(torch.randint(0, len(self.categories), (1,), generator=g))]
@@ -568,6 +587,8 @@ class Augmenter:
             return wav
         if choice.kind == "reverb":
             return reverberate(wav, self.rirs.load(choice.rir_index))
+        if choice.kind == "channel":
+            return apply_channel(wav, choice.channel, self.sample_rate)
         noise = self.make_noise(choice, wav.shape[-1], generator)
         return add_noise(wav, noise, choice.snr_db)
 

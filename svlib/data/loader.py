@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from svlib.data.augment import Augmenter, NoiseBank, load_rirs, simulate_rirs
+from svlib.data.channel import CHANNELS, TILT_RANGE_DB, ChannelSimulator
 from svlib.data.demo_noise import demo_noise_bank
 from svlib.data.dataset import CropLengthBatchSampler, SpeakerTrainDataset, collate
 from svlib.core.paths import default_data_root
@@ -46,7 +47,9 @@ class TrainData:
 
 def build_augmenter(augment: dict | None, dataset: SpeakerTrainDataset, seed: int) -> Augmenter | None:
     """``None``; ``{musan: DIR, rirs: DIR}`` (real MUSAN + RIRS_NOISES); or ``{demo: true}`` (Debian music,
-    coloured noise, babble from training speakers, simulated rooms)."""
+    coloured noise, babble from training speakers, simulated rooms). Either may add ``channel: P`` (or ``{p: P,
+    kinds: [...], tilt_range_db: [LOW, HIGH]}``): a simulated channel (:mod:`svlib.data.channel`) with probability
+    ``P``, the recipe's three outcomes sharing the rest equally."""
     if not augment:
         return None
     if augment.get("demo"):
@@ -61,7 +64,18 @@ def build_augmenter(augment: dict | None, dataset: SpeakerTrainDataset, seed: in
         rirs = load_rirs(augment["rirs"])
     else:
         raise ValueError(f"augment must be null, {{demo: true}} or {{musan: DIR, rirs: DIR}}, got {augment!r}")
-    return Augmenter(bank, rirs, seed=seed)
+    channel = augment.get("channel")
+    if not channel:
+        return Augmenter(bank, rirs, seed=seed)
+    spec = dict(channel) if isinstance(channel, dict) else {"p": channel}
+    unknown = set(spec) - {"p", "kinds", "tilt_range_db"}
+    if unknown or not isinstance(spec.get("p"), (int, float)) or not 0 < spec["p"] < 1:
+        raise ValueError(f"augment.channel must be a probability in (0, 1) or {{p: P, kinds: [...], tilt_range_db: "
+                         f"[LOW, HIGH]}}, got {channel!r}")
+    simulator = ChannelSimulator(spec.get("kinds", CHANNELS), tuple(spec.get("tilt_range_db", TILT_RANGE_DB)))
+    rest = (1.0 - spec["p"]) / 3
+    return Augmenter(bank, rirs, p_none=rest, p_noise=rest, p_reverb=rest, channel=simulator, p_channel=spec["p"],
+                     seed=seed)
 
 
 def build_train_loader(config, rank: int = 0, world_size: int = 1) -> TrainData:
