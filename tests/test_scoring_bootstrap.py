@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from svlib.data.lists import Trial
 from svlib.scoring.bootstrap import speaker_bootstrap, speaker_weights, trial_speakers
 from svlib.scoring.metrics import compute_eer, compute_min_dcf, det_curve
 
@@ -111,3 +112,4 @@ def test_bad_input_names_what_was_expected():
     with pytest.raises(KeyError, match="no speaker"):
         trial_speakers([("a", "b", True)], {"a": "A"})
     assert trial_speakers([("m1", "b", True)], {"b": "B"}) == (["m1"], ["B"])
+    assert trial_speakers([Trial("a", "b", False)], {"a": "A", "b": "B"}) == (["A"], ["B"])

@@ -3,7 +3,8 @@
 The main CLI registers this with :func:`add_parser`. Like the rest of the CLI, these commands print results (JSON
 with ``--json``); the work lives in :mod:`svlib.data.demo`, :mod:`svlib.data.prepare` and :mod:`svlib.data.lists`.
 
-- ``svlib data demo [--root DIR] [--seed N] [--json]`` — build (or find cached) the demo corpus, print its summary.
+- ``svlib data demo [--root DIR] [--seed N] [--json]`` — build (or find cached) the demo corpus and its cross-channel
+  trial list (:mod:`svlib.data.cross_channel`), print their summary.
 - ``svlib data prepare DATASET --root DIR [--root DIR] --out DIR [--trials FILE ...] [--durations] [--json]`` —
   Kaldi data directories (and Kaldi-format trial lists) for voxceleb1, voxceleb2, voxblink2, cnceleb1, cnceleb2.
 - ``svlib data combine --out DIR IN [IN ...]`` — one data directory holding the utterances of several (VoxCeleb2 +
@@ -17,6 +18,7 @@ import argparse
 import json
 import sys
 
+from svlib.data.cross_channel import build_cross_channel
 from svlib.data.demo import build_demo_corpus
 from svlib.data.lists import combine_data_dirs, read_data_dir, read_trials, write_data_dir
 from svlib.data.prepare import DATASETS, prepare_dataset
@@ -70,17 +72,22 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     try:
         s = build_demo_corpus(args.root, seed=args.seed, workers=args.workers, progress=not args.no_progress)
+        cross = build_cross_channel(s, seed=args.seed, progress=not args.no_progress)
     except RuntimeError as err:  # apt-get missing or a package unavailable: the message says what to do
         print(f"svlib data demo: error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(s.to_dict(), indent=2))
+        payload = {**s.to_dict(), "cross_channel": {"data_dir": str(cross.data_dir), "trials": str(cross.trials),
+                                                     "channels": cross.channel_counts()}}
+        print(json.dumps(payload, indent=2))
         return 0
     print(f"demo corpus in {s.root} (seed {s.seed}, built in {s.build_seconds:.1f} s)")
     print(f"{'split':<8}{'speakers':>10}{'utterances':>12}{'minutes':>10}")
     for name, split in (("train", s.train), ("test", s.test)):
         print(f"{name:<8}{split.speakers:>10}{split.utterances:>12}{split.minutes:>10.2f}")
     print(f"trials: {s.target_trials} target + {s.nontarget_trials} nontarget ({s.trials})")
+    counts = ", ".join(f"{k} {n}" for k, n in sorted(cross.channel_counts().items()))
+    print(f"cross-channel trials (test side through another channel: {counts}): {cross.trials}")
     print(f"sources, licenses and speaker evidence: {s.readme}")
     return 0
 

@@ -72,7 +72,7 @@ def trial_speakers(trials: Sequence, utt2spk: Mapping[str, str]) -> tuple[list[s
     taken as its own speaker."""
     enroll, test = [], []
     for trial in trials:
-        e, t = trial[0], trial[1]
+        e, t = (trial.enroll, trial.test) if hasattr(trial, "enroll") else (trial[0], trial[1])
         if t not in utt2spk:
             raise KeyError(f"test utterance {t!r} of a trial has no speaker in utt2spk")
         enroll.append(utt2spk.get(e, e))
