@@ -7,15 +7,19 @@ command exactly as the page writes it (``torchrun --nproc_per_node 8 -m svlib tr
    runs do not share a port) and runs ``svlib`` through the rehearsal's Python;
 2. appends the shrink-only overrides of that subcommand (fewer epochs, smaller batches, shorter crops, …);
 3. with ``drop_checkpoints`` set (the full-size rehearsal), deletes the ``checkpoints/`` folder of every finished
-   stage under ``$SVLIB_HOME/exp`` once a ``train`` or ``prune`` command succeeds: the rehearsal never resumes, and
+   stage under ``$SVLIB_HOME/exp`` once a ``train`` or ``prune`` command succeeds: a rehearsal never continues a stage from them, and
    the full-size resume checkpoints (weights and Adam moments, 6.6 GB a stage) would otherwise fill ~90 GB;
 4. appends one JSON line to the log: section, the command as written, the command as run, exit code, seconds,
    peak resident memory (of the largest process of the command) and the checkpoint MiB dropped, and exits with the
    command's exit code.
 
+With ``resume`` set (``svlib rehearse --resume``), a command the log already records as successful in the same
+section is not run again (the page's commands are unique within a section; its outputs are on disk), and ``train``
+and ``prune`` get ``--reuse``, so a stage that an interrupted run left half-written starts afresh.
+
 It imports only the standard library (it is started by path, once per command, so it must start fast). The
 settings come from the environment variable ``SVLIB_REHEARSAL`` (JSON: ``python``, ``nproc``, ``shrink``, ``log``)
-(optional: ``drop_checkpoints``) and the section from ``SVLIB_REHEARSAL_SECTION``.
+(optional: ``drop_checkpoints``, ``resume``) and the section from ``SVLIB_REHEARSAL_SECTION``.
 """
 
 from __future__ import annotations
@@ -62,7 +66,17 @@ def rewrite(argv: list[str], settings: dict) -> tuple[list[str], str]:
     else:
         raise SystemExit(f"rehearsal: cannot run {argv[0]!r} (expected svlib or torchrun)")
     sub = args[0] if args else ""
-    return [*head, *args, *settings["shrink"].get(sub, [])], sub
+    again = ["--reuse"] if settings.get("resume") and sub in ("train", "prune") else []
+    return [*head, *args, *settings["shrink"].get(sub, []), *again], sub
+
+
+def already_ran(log: str, section: str, command: str) -> bool:
+    """Whether the log records ``command`` of ``section`` with exit code 0."""
+    if not os.path.isfile(log):
+        return False
+    with open(log) as f:
+        records = [json.loads(line) for line in f if line.strip()]
+    return any(r["section"] == section and r["command"] == command and r["exit_code"] == 0 for r in records)
 
 
 def drop_finished_checkpoints(exp_root: str) -> float:
@@ -78,6 +92,10 @@ def drop_finished_checkpoints(exp_root: str) -> float:
 
 def main(argv: list[str]) -> int:
     settings = json.loads(os.environ["SVLIB_REHEARSAL"])
+    section = os.environ.get("SVLIB_REHEARSAL_SECTION", "")
+    if settings.get("resume") and already_ran(settings["log"], section, shlex.join(argv)):
+        print(f"rehearsal: {shlex.join(argv)} ran before; not run again", file=sys.stderr)
+        return 0
     command, sub = rewrite(argv, settings)
     start = time.monotonic()
     code = subprocess.call(command)
@@ -87,7 +105,7 @@ def main(argv: list[str]) -> int:
     if code == 0 and sub in ("train", "prune") and settings.get("drop_checkpoints"):
         dropped = drop_finished_checkpoints(os.path.join(os.environ["SVLIB_HOME"], "exp"))
     record = {
-        "section": os.environ.get("SVLIB_REHEARSAL_SECTION", ""),
+        "section": section,
         "command": shlex.join(argv),
         "ran": shlex.join(command),
         "subcommand": sub,

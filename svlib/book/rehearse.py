@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shlex
 import shutil
 import subprocess
@@ -49,7 +50,8 @@ from svlib.core.paths import config_root
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCRIPTS", "SCALES", "Rehearsal", "build_corpora", "rehearse", "shrink_overrides", "write_checkpoint"]
+__all__ = ["SCRIPTS", "SCALES", "Rehearsal", "build_corpora", "rehearse", "shrink_overrides", "command_label", "summary",
+           "summary_markdown", "write_checkpoint"]
 
 SCRIPTS = ("data", "table1", "table2", "table3", "tables")
 """The command files ``configs/paper/reproduce/<name>.sh``, in the order the page gives (and a user runs) them."""
@@ -204,7 +206,11 @@ def write_checkpoint(directory: str | os.PathLike, scale: str = "tiny", seed: in
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class Rehearsal:
-    """What a rehearsal ran: one record per command (see :mod:`svlib.book.rehearsal_exec`) and the outcome."""
+    """What a rehearsal ran: one record per command (see :mod:`svlib.book.rehearsal_exec`) and the outcome.
+
+    ``seconds`` is the time of building the corpora and checkpoint plus that of every logged command (over all
+    ``parts`` of a resumed rehearsal); ``started`` is when the first part started.
+    """
 
     scale: str
     nproc: int
@@ -213,6 +219,9 @@ class Rehearsal:
     seconds: float
     commands: list[dict] = field(default_factory=list)
     setup_seconds: float = 0.0
+    started: str = ""
+    machine: dict = field(default_factory=dict)
+    parts: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -234,8 +243,13 @@ def _driver(scripts: Path) -> str:
 
 
 def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, batch_size: int = 2,
-             data_root: str | os.PathLike | None = None, timeout: float | None = None) -> Rehearsal:
+             data_root: str | os.PathLike | None = None, timeout: float | None = None,
+             resume: bool = False) -> Rehearsal:
     """Run the rehearsal in ``workdir`` (created; an earlier rehearsal there is replaced) and return its record.
+
+    With ``resume``, an interrupted rehearsal in ``workdir`` (same scale and processes) continues: its corpora,
+    checkpoint, configs and log are kept, the commands it logged as successful are not run again, and the record
+    covers every part (``parts``: when each started and its setup and wall seconds).
 
     Args:
         workdir: the rehearsal's folder: corpora, checkpoint, configs copy, experiments, results, logs.
@@ -244,33 +258,124 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
         batch_size: utterances per process and step (the corpora grow so that every rank gets a batch).
         data_root: where the demo corpus is (or is built).
         timeout: seconds before the run is stopped (``None``: no limit).
+        resume: continue the rehearsal already in ``workdir`` (above).
     """
-    start = time.monotonic()
+    start, started = time.monotonic(), time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load = os.getloadavg()[0]
     work = Path(workdir).resolve()
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    utts = max(2, -(-batch_size * nproc // 2))  # VoxCeleb2's 6 speakers: at least three batches per rank
-    build_corpora(work / "corpora", utts_per_speaker=utts, data_root=data_root)
-    write_checkpoint(work / "models" / "w2v-bert-2.0", scale)
-    shutil.copytree(config_root() / "paper", work / "configs" / "paper")
-    log = work / "commands.jsonl"
+    log, parts_log = work / "commands.jsonl", work / "parts.jsonl"
+    if resume:
+        parts = [json.loads(line) for line in parts_log.read_text().splitlines()] if parts_log.is_file() else []
+        if not parts:
+            raise FileNotFoundError(f"{work}: no rehearsal to resume (no parts.jsonl); run without --resume")
+        first = parts[0]
+        if (first["scale"], first["nproc"], first["batch_size"]) != (scale, nproc, batch_size):
+            raise ValueError(f"{work} holds a rehearsal of scale {first['scale']}, {first['nproc']} processes, batch "
+                             f"{first['batch_size']}; resume it with those, not {scale}, {nproc}, {batch_size}")
+    else:
+        parts = []
+        if work.exists():
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        utts = max(2, -(-batch_size * nproc // 2))  # VoxCeleb2's 6 speakers: at least three batches per rank
+        build_corpora(work / "corpora", utts_per_speaker=utts, data_root=data_root)
+        write_checkpoint(work / "models" / "w2v-bert-2.0", scale)
+        shutil.copytree(config_root() / "paper", work / "configs" / "paper")
     settings = {"python": sys.executable, "nproc": nproc, "shrink": shrink_overrides(batch_size), "log": str(log),
-                "drop_checkpoints": scale == "full"}
+                "drop_checkpoints": scale == "full", "resume": resume}
     env = {**os.environ, "CORPORA": str(work / "corpora"), "W2V_BERT_2_0": str(work / "models" / "w2v-bert-2.0"),
            "SVLIB_HOME": str(work), "SVLIB_RESULTS": str(work / "results"), "SVLIB_REHEARSAL": json.dumps(settings),
            "SVLIB_REHEARSAL_PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
     if nproc > 1:
         env.setdefault("OMP_NUM_THREADS", "1")
     (work / "driver.sh").write_text(_driver(work / "configs" / "paper" / "reproduce"))
-    setup = time.monotonic() - start
+    setup = round(time.monotonic() - start, 1)
+    part = {"started": started, "scale": scale, "nproc": nproc, "batch_size": batch_size, "setup_seconds": setup}
+    with open(parts_log, "a") as f:
+        f.write(json.dumps(part) + "\n")
     logger.info("rehearsal (%s scale, %d processes) in %s", scale, nproc, work)
-    with open(work / "output.log", "w") as out:
+    with open(work / "output.log", "a" if resume else "w") as out:
         try:
             code = subprocess.run(["bash", str(work / "driver.sh")], cwd=work, env=env, stdout=out,
                                   stderr=subprocess.STDOUT, timeout=timeout).returncode
         except subprocess.TimeoutExpired:
             code = 124
     commands = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
-    return Rehearsal(scale=scale, nproc=nproc, workdir=str(work), exit_code=code,
-                     seconds=round(time.monotonic() - start, 1), commands=commands, setup_seconds=round(setup, 1))
+    parts.append(part)
+    seconds = sum(p["setup_seconds"] for p in parts) + sum(c["seconds"] for c in commands)
+    return Rehearsal(scale=scale, nproc=nproc, workdir=str(work), exit_code=code, seconds=round(seconds, 1),
+                     commands=commands,
+                     setup_seconds=parts[0]["setup_seconds"], started=parts[0]["started"], machine=_machine(load),
+                     parts=parts)
+
+
+def _machine(load: float) -> dict:
+    """Where the rehearsal ran: what its times and memory depend on (``load``: the 1-minute load average before it
+    started, i.e. other work on the machine)."""
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpus": os.cpu_count(), "gpu": gpu, "torch": torch.__version__, "python": platform.python_version(),
+            "load_before": round(load, 1)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The record, summarised for the reproduction page
+# ----------------------------------------------------------------------------------------------------------------
+def summary(record: dict) -> list[dict]:
+    """One row per command file (section) of a rehearsal's record (:meth:`Rehearsal.to_dict`, or its JSON): the
+    commands it ran and how many failed, their seconds in total, the largest peak memory of one process, and the
+    slowest command (its subcommand and seconds)."""
+    rows = []
+    for section in SCRIPTS:
+        cmds = [c for c in record["commands"] if c["section"] == section]
+        if not cmds:
+            continue
+        slowest = max(cmds, key=lambda c: c["seconds"])
+        rows.append({"section": section, "commands": len(cmds),
+                     "failed": sum(c["exit_code"] != 0 for c in cmds),
+                     "seconds": round(sum(c["seconds"] for c in cmds)),
+                     "peak_gib": round(max(c["peak_rss_mib"] for c in cmds) / 1024, 1),
+                     "slowest": f"{command_label(slowest['command'])}, {slowest['seconds']:.0f} s"})
+    return rows
+
+
+def command_label(command: str) -> str:
+    """A short name for a page command: ``train s3_lmft``, ``train table2/wavg_ecapa_joint`` (the ``exp_dir`` it
+    overrides), ``prune prune/p1_prune``, ``score s2_joint Vox1-O``, ``data prepare``."""
+    words = shlex.split(command)
+    words = words[words.index("svlib") + 1:] if "svlib" in words else words
+    sub, opts = words[0], dict(zip(words, words[1:]))
+    if "--config" in opts:
+        config = Path(opts["--config"])
+        name = config.stem if config.parent.name == "paper" else f"{config.parent.name}/{config.stem}"
+        for key, value in zip(words, words[1:]):
+            if key == "-o" and value.startswith("exp_dir="):
+                name = f"{Path(value).parent.name}/{Path(value).name}"
+        return f"{sub} {name}"
+    if "--model" in opts:
+        return f"{sub} {Path(opts['--model']).parent.name} {Path(opts.get('--trials', '')).name}".rstrip()
+    return " ".join(words[:2])
+
+
+def summary_markdown(record: dict) -> str:
+    """:func:`summary` as the Markdown table the page "Reproducing the paper at full scale" shows, with a total row
+    and a caption line naming the scale, processes, machine and date of the record. "peak GiB" is the largest
+    resident memory of one process of the file's commands."""
+    rows = summary(record)
+    lines = ["| file | commands | failed | seconds | peak GiB | slowest command |",
+             "|---|---:|---:|---:|---:|---|"]
+    lines += [f"| `{r['section']}.sh` | {r['commands']} | {r['failed']} | {r['seconds']:,} | {r['peak_gib']} | "
+              f"{r['slowest']} |" for r in rows]
+    lines.append(f"| all | {sum(r['commands'] for r in rows)} | {sum(r['failed'] for r in rows)} | "
+                 f"{sum(r['seconds'] for r in rows):,} | {max(r['peak_gib'] for r in rows)} | |")
+    m = record.get("machine", {})
+    where = m.get("gpu") or f"{m.get('cpus', '?')} CPU cores"
+    parts = len(record.get("parts") or [None])
+    if "load_before" in m:
+        where += f" (load average {m['load_before']} before {'its last part' if parts > 1 else 'it'} started)"
+    lines.append("")
+    processes = f"{record['nproc']} process{'es' if record['nproc'] > 1 else ''}"
+    lines.append(f"*{record['scale']} scale, {processes} per torchrun, {where}, torch "
+                 f"{m.get('torch', '?')}, started {record.get('started') or '?'}"
+                 f"{f', run in {parts} parts (--resume)' if parts > 1 else ''}; {record['seconds']:,.0f} s in all: "
+                 f"{record.get('setup_seconds', 0):,.0f} s building the corpora and checkpoint, then the commands.*")
+    return "\n".join(lines)

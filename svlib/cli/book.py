@@ -7,12 +7,13 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 import pandas as pd
 import yaml
 
 from svlib.analysis.tables import book_tables, ours_rows
-from svlib.book.rehearse import rehearse
+from svlib.book.rehearse import rehearse, summary_markdown
 from svlib.book.run import ChapterError, run_book
 
 __all__ = ["add_parser"]
@@ -32,6 +33,12 @@ def add_parser(sub) -> None:
     p.add_argument("--workdir", default=None,
                    help="the rehearsal's folder, replaced if present (default: _build/rehearsal/<scale> here)")
     p.add_argument("--json", action="store_true", help="print the record of every command as JSON")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted rehearsal in --workdir: keep its corpora, checkpoint and log, skip "
+                   "the commands that succeeded")
+    p.add_argument("--summary", metavar="RECORD", default=None,
+                   help="run nothing: print the per-file summary of a stored --json record as the Markdown table of "
+                   "the reproduction page")
     p.set_defaults(func=_cmd_rehearse)
 
 
@@ -96,8 +103,18 @@ def _cmd_book(args: argparse.Namespace) -> int:
 
 
 def _cmd_rehearse(args: argparse.Namespace) -> int:
+    if args.summary:
+        try:
+            record = json.loads(Path(args.summary).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{args.summary}: not a rehearsal record written by `svlib rehearse --json` ({e})")
+        if not isinstance(record, dict) or "commands" not in record:
+            raise ValueError(f"{args.summary}: not a rehearsal record (no 'commands'); write one with "
+                             "`svlib rehearse --json > FILE`")
+        print(summary_markdown(record))
+        return 0
     workdir = args.workdir or f"_build/rehearsal/{args.scale}"
-    result = rehearse(workdir, scale=args.scale, nproc=args.nproc, batch_size=args.batch_size)
+    result = rehearse(workdir, scale=args.scale, nproc=args.nproc, batch_size=args.batch_size, resume=args.resume)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
         return 0 if result.ok else 1
