@@ -113,3 +113,7 @@ def test_bad_input_names_what_was_expected():
         trial_speakers([("a", "b", True)], {"a": "A"})
     assert trial_speakers([("m1", "b", True)], {"b": "B"}) == (["m1"], ["B"])
     assert trial_speakers([Trial("a", "b", False)], {"a": "A", "b": "B"}) == (["A"], ["B"])
+    spk = {"e1": "A", "e2": "A", "x": "B", "y": "C"}
+    assert trial_speakers([Trial("A-enroll", "x", False)], spk, {"A-enroll": ["e1", "e2"]}) == (["A"], ["B"])
+    with pytest.raises(ValueError, match="expected exactly one"):
+        trial_speakers([Trial("mix", "x", False)], spk, {"mix": ["e1", "y"]})

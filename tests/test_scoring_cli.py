@@ -1,6 +1,7 @@
 """``svlib embed`` / ``svlib score`` end to end on a tiny model and synthetic audio (list readers: test_data_lists)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -290,3 +291,36 @@ def test_score_under_torchrun_with_two_processes_matches_one(corpus, tmp_path, c
     # the ranks shared the shards: 6 utterances in shards [0, 2] (rank 0) and [1] (rank 1), then the crops
     assert "3 shards of 6 utterances, 0 already done; rank 0 of 2 extracts 2" in done.stderr
     assert "3 shards of 6 utterances, 0 already done; rank 1 of 2 extracts 1" in done.stderr
+
+
+def test_score_with_speaker_bootstrap_intervals(corpus, tmp_path, capsys):
+    """--bootstrap N: every scoring's EER and minDCF get the speaker-level interval of
+    svlib.scoring.speaker_bootstrap (computed here from the printed scores' inputs), recorded as scalars."""
+    from svlib.data.lists import read_trials
+    from svlib.model import load_model
+    from svlib.scoring import evaluate_model, speaker_bootstrap, trial_speakers
+
+    argv = ["score", "--model", str(corpus / "model"), "--wav-scp", str(corpus / "wav.scp"),
+            "--trials", str(corpus / "trials"), "--bootstrap", "200", "--no-progress", "--json",
+            "--results-dir", str(tmp_path / "results")]
+    assert run(argv) == 0
+    payload = json.loads(capsys.readouterr().out)
+    cosine = payload["results"]["cosine"]
+    assert payload["bootstrap"] == {"speakers": 3, "resamples": 200, "level": 0.95, "seed": 0}
+    model = load_model(corpus / "model")
+    ev = evaluate_model(model, corpus, corpus / "trials", progress=False)
+    trials = read_trials(corpus / "trials")
+    enroll, test = trial_speakers(trials.trials, read_key_value(corpus / "utt2spk"))
+    boot = speaker_bootstrap(ev.scores["cosine"].numpy(), trials.labels(), enroll, test, n_boot=200, seed=0)
+    interval = boot.interval("system")
+    assert cosine["eer_percent_low"] == pytest.approx(interval.low, abs=1e-6)
+    assert cosine["eer_percent_high"] == pytest.approx(interval.high, abs=1e-6)
+    assert cosine["eer_percent_low"] <= cosine["eer_percent"] <= cosine["eer_percent_high"]
+    record = json.loads(Path(payload["record"]).read_text())
+    assert record["metrics"]["cosine"]["min_dcf_0.01_high"] == cosine["min_dcf_0.01_high"]
+    with_intervals = evaluate_model(model, corpus, corpus / "trials", progress=False, bootstrap=200)
+    assert with_intervals.metrics["cosine"]["eer_percent_high"] == pytest.approx(interval.high, abs=1e-6)
+    (tmp_path / "scp").mkdir()
+    (tmp_path / "scp" / "wav.scp").write_text((corpus / "wav.scp").read_text())
+    with pytest.raises(ValueError, match="give --utt2spk"):
+        run([*argv[:4], str(tmp_path / "scp" / "wav.scp"), *argv[5:]])

@@ -126,6 +126,8 @@ def _score(args: argparse.Namespace) -> dict | None:
         raise ValueError("evaluation set: give --wav-scp to extract embeddings from, or --embeddings (.safetensors)")
     if args.qmf and not args.wav_scp:
         raise ValueError("QMF needs the durations of the evaluation utterances: give --wav-scp with their audio paths")
+    if args.bootstrap:
+        _eval_utt2spk(args)  # fail before the extraction
     _default_device(args)
     model = None
 
@@ -184,7 +186,7 @@ def _score(args: argparse.Namespace) -> dict | None:
         emb = load_file(args.embeddings) if args.embeddings else eval_cache.to_dict()
         payload = {"model": args.model, "trials": args.trials, "max_seconds": args.max_seconds}
         if not args.asnorm:
-            return {**payload, **score_trials(emb, trials).to_dict()}
+            return {**payload, **_with_intervals(score_trials(emb, trials), trials, args).to_dict()}
         cached = not isinstance(cohort_emb, dict)
         cohort = cohort_from_shards(cohort_emb.iter_shards(), utt2spk) if cached else make_cohort(cohort_emb, utt2spk)
         qmf = durations = None
@@ -201,7 +203,22 @@ def _score(args: argparse.Namespace) -> dict | None:
                 if args.qmf_out:
                     qmf.save(args.qmf_out)
         result = score_trials(emb, trials, cohort=cohort, top_n=args.top_n, qmf=qmf, durations=durations)
-        return {**payload, "top_n": args.top_n, **result.to_dict()}
+        return {**payload, "top_n": args.top_n, **_with_intervals(result, trials, args).to_dict()}
+
+
+def _eval_utt2spk(args: argparse.Namespace) -> str:
+    """The evaluation set's utt2spk for ``--bootstrap``: ``--utt2spk``, else the one next to ``--wav-scp``."""
+    path = args.utt2spk or (str(Path(args.wav_scp).with_name("utt2spk")) if args.wav_scp else None)
+    if path is None or not Path(path).is_file():
+        raise ValueError(f"--bootstrap resamples speakers: give --utt2spk (no utt2spk at {path})")
+    return path
+
+
+def _with_intervals(result, trials, args: argparse.Namespace):
+    """``result`` with speaker-level bootstrap intervals when ``--bootstrap N`` asks for them."""
+    if args.bootstrap:
+        result.add_intervals(trials, read_key_value(_eval_utt2spk(args), "utt2spk"), n_boot=args.bootstrap)
+    return result
 
 
 def _code(text: str) -> str:
@@ -264,6 +281,14 @@ def _cmd_score(args: argparse.Namespace) -> int:
     print(f"{'scoring':<14}{'EER (%)':>10}{'minDCF(0.01)':>15}{'minDCF(0.05)':>15}")
     for name, r in payload["results"].items():
         print(f"{name:<14}{r['eer_percent']:>10.3f}{r['min_dcf_0.01']:>15.4f}{r['min_dcf_0.05']:>15.4f}")
+        if "eer_percent_low" in r:
+            ci = [f"[{r[f'{k}_low']:.{d}f}, {r[f'{k}_high']:.{d}f}]" for k, d in
+                  (("eer_percent", 2), ("min_dcf_0.01", 3), ("min_dcf_0.05", 3))]
+            print(f"{'':<14}{ci[0]:>10}{ci[1]:>15}{ci[2]:>15}")
+    if "bootstrap" in payload:
+        b = payload["bootstrap"]
+        print(f"intervals: {b['level']:.0%} speaker-level bootstrap, {b['resamples']} resamples of {b['speakers']} "
+              "speakers")
     if record is not None:
         print(f"recorded as eval/{record[1]} ({record[0]} profile): {payload['record']}")
     return 0
@@ -300,6 +325,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--qmf-out", help="write the fitted QMF to this .json")
     p.add_argument("--calibration-trials", type=int, default=10_000, help="QMF calibration trials (default 10000)")
     p.add_argument("--calibration-seed", type=int, default=0, help="seed of the calibration-trial draw")
+    p.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="speaker-level bootstrap with N resamples: a 95 %% interval on every EER and minDCF "
+                   "(svlib.scoring.bootstrap; speakers from --utt2spk; default 0: none)")
+    p.add_argument("--utt2spk", help="'utt speaker' lines of the evaluation utterances, for --bootstrap (default: "
+                   "utt2spk next to --wav-scp)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--record", metavar="NAME", help="name of the eval record (default: from --system/--stage/"
                    "--train-name/--test-name, else <model folder>.<trial file>)")

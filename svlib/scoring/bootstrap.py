@@ -66,16 +66,26 @@ class Interval:
         return self.format()
 
 
-def trial_speakers(trials: Sequence, utt2spk: Mapping[str, str]) -> tuple[list[str], list[str]]:
-    """The enrolment and test speaker of each trial (``Trial(enroll, test, target)`` or ``(enroll, test, ...)``
-    tuples), looked up in ``utt2spk``; an enrolment id that is not an utterance (an enrolment map's model id) is
-    taken as its own speaker."""
+def trial_speakers(trials: Sequence, utt2spk: Mapping[str, str],
+                   enroll_map: Mapping[str, Sequence[str]] | None = None) -> tuple[list[str], list[str]]:
+    """The enrolment and test speaker of each trial (``Trial(enroll, test, target)`` or ``(enroll, test, ...)``),
+    looked up in ``utt2spk``. An enrolment id of ``enroll_map`` (CN-Celeb) is the speaker of its utterances; any
+    other enrolment id that is not an utterance is taken as its own speaker."""
+    def enroll_speaker(e: str) -> str:
+        if enroll_map is not None and e in enroll_map:
+            speakers = {utt2spk[u] for u in enroll_map[e] if u in utt2spk}
+            if len(speakers) != 1:
+                raise ValueError(f"enrollment {e!r} has utterances of {len(speakers)} speakers in utt2spk "
+                                 f"({sorted(speakers)[:3]}); expected exactly one")
+            return speakers.pop()
+        return utt2spk.get(e, e)
+
     enroll, test = [], []
     for trial in trials:
         e, t = (trial.enroll, trial.test) if hasattr(trial, "enroll") else (trial[0], trial[1])
         if t not in utt2spk:
             raise KeyError(f"test utterance {t!r} of a trial has no speaker in utt2spk")
-        enroll.append(utt2spk.get(e, e))
+        enroll.append(enroll_speaker(e))
         test.append(utt2spk[t])
     return enroll, test
 

@@ -33,6 +33,7 @@ from svlib.scoring.extract import (
     model_fingerprint,
     probe_duration,
 )
+from svlib.scoring.bootstrap import SpeakerBootstrap, speaker_bootstrap, trial_speakers
 from svlib.scoring.metrics import evaluate_scores
 from svlib.scoring.norm import Cohort, asnorm_scores, cohort_from_shards, make_cohort
 from svlib.scoring.qmf import (
@@ -67,10 +68,31 @@ class Evaluation:
     """the fitted QMF calibration, when it was used."""
     cohort_speakers: int | None = None
     """AS-norm cohort size (speakers), when AS-norm was used."""
+    bootstrap: dict | None = None
+    """how the intervals in :attr:`metrics` were drawn (:meth:`add_intervals`): speakers, resamples, level, seed."""
+
+    def add_intervals(self, trials: TrialList, utt2spk: Mapping[str, str], n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> SpeakerBootstrap:
+        """Speaker-level bootstrap intervals (:func:`~svlib.scoring.bootstrap.speaker_bootstrap`) of every scoring
+        method, resampled together: each ``metrics[method]`` gains ``<metric>_low`` and ``<metric>_high`` for
+        ``eer_percent``, ``min_dcf_0.01`` and ``min_dcf_0.05`` (scalars, so that a results record holds them);
+        returns the bootstrap (for paired differences of the methods)."""
+        enroll, test = trial_speakers(trials.trials, utt2spk, trials.enroll_map)
+        scores = {m: s.numpy() if hasattr(s, "numpy") else s for m, s in self.scores.items()}
+        boot = speaker_bootstrap(scores, self.labels, enroll, test, n_boot=n_boot, level=level, seed=seed)
+        for method in self.metrics:
+            for metric in boot.metrics:
+                interval = boot.interval(method, metric)
+                self.metrics[method][f"{metric}_low"] = interval.low
+                self.metrics[method][f"{metric}_high"] = interval.high
+        self.bootstrap = {"speakers": boot.n_speakers, "resamples": n_boot, "level": level, "seed": seed}
+        return boot
 
     def to_dict(self) -> dict:
-        """JSON-ready summary (metrics, cohort size, QMF weights); scores are left out."""
+        """JSON-ready summary (metrics, cohort size, QMF weights, bootstrap settings); scores are left out."""
         out: dict = {"results": self.metrics}
+        if self.bootstrap is not None:
+            out["bootstrap"] = self.bootstrap
         if self.cohort_speakers is not None:
             out["cohort_speakers"] = self.cohort_speakers
         if self.qmf is not None:
@@ -218,6 +240,7 @@ def evaluate_model(
     shard_size: int = 10_000,
     device: str | torch.device | None = None,
     progress: bool = True,
+    bootstrap: int = 0,
 ) -> Evaluation | None:
     """The paper's evaluation protocol (§3.3, Table 1) for a speaker model and Kaldi data directories.
 
@@ -243,12 +266,15 @@ def evaluate_model(
         calibration_trials, calibration_seed: QMF calibration-trial count and seed.
         max_seconds, batch_seconds, device, progress: as in :func:`~svlib.scoring.extract.extract_embeddings`.
         shard_size: utterances per cache shard (:func:`~svlib.scoring.extract.extract_to_shards`).
+        bootstrap: resamples of the speaker-level bootstrap (:meth:`Evaluation.add_intervals`, speakers from
+            ``eval_dir/utt2spk``); 0 (default): no intervals.
 
     Returns:
         The :class:`Evaluation` (``None`` on torchrun ranks other than 0).
     """
     trials = trials if isinstance(trials, TrialList) else read_trials(trials)
     eval_scp = read_key_value(Path(eval_dir) / "wav.scp", "wav.scp")
+    eval_spk = read_key_value(Path(eval_dir) / "utt2spk", "utt2spk") if bootstrap else None
     needed = trials.utterances()
     missing = sorted(needed - set(eval_scp))
     if missing:
@@ -282,12 +308,16 @@ def evaluate_model(
 
         emb = eval_cache.to_dict()
         if cohort_cache is None:
-            return score_trials(emb, trials)
-        cohort = cohort_from_shards(cohort_cache.iter_shards(), utt2spk)
-        fitted = durations = None
-        if qmf:
-            fitted = fit_qmf(lambda sources: crop_cache.load(sources), cohort_cache, utt2spk, cohort_scp,
-                             top_n=top_n, max_seconds=max_seconds, cohort=cohort, calibration=calibration)
-            eval_durations = eval_cache.durations()
-            durations = {u: eval_durations[u] for u in needed}
-        return score_trials(emb, trials, cohort=cohort, top_n=top_n, qmf=fitted, durations=durations)
+            result = score_trials(emb, trials)
+        else:
+            cohort = cohort_from_shards(cohort_cache.iter_shards(), utt2spk)
+            fitted = durations = None
+            if qmf:
+                fitted = fit_qmf(lambda sources: crop_cache.load(sources), cohort_cache, utt2spk, cohort_scp,
+                                 top_n=top_n, max_seconds=max_seconds, cohort=cohort, calibration=calibration)
+                eval_durations = eval_cache.durations()
+                durations = {u: eval_durations[u] for u in needed}
+            result = score_trials(emb, trials, cohort=cohort, top_n=top_n, qmf=fitted, durations=durations)
+    if bootstrap:
+        result.add_intervals(trials, eval_spk, n_boot=bootstrap)
+    return result
