@@ -4,7 +4,7 @@ A speaker-verification system should recognise the talker, not the microphone, c
 one session per speaker, so a model can score well on its plain trials by recognising the recording chain; passing
 the test side of each trial through another channel (:func:`svlib.data.cross_channel.build_cross_channel`) removes that
 shortcut, and simulating channels during training (the ``channel`` outcome of
-:class:`svlib.data.augment.Augmenter`) teaches the model to ignore them. The paper's recipe uses MUSAN and RIRs
+:class:`svlib.data.augment.Augmenter`) shows the model the same voice through several channels. The paper's recipe uses MUSAN and RIRs
 only (§3.3), so the ``paper`` profile keeps channel simulation off.
 
 Channels (:data:`CHANNELS`), each a deterministic function of the waveform and its parameters:

@@ -24,8 +24,8 @@ Typical use::
     boot.difference("s3", "s2", "eer_percent")    # s3 minus s2, paired
     boot.table()                                  # systems x metrics, "estimate [low, high]"
 
-Used in the book chapters that compare systems ("Training the speaker model", "Scoring and calibration",
-"Lagrangian pruning", "Results").
+``svlib score --bootstrap N`` and :meth:`svlib.scoring.evaluate.Evaluation.add_intervals` put the intervals on
+every scoring method of a trial list.
 """
 
 from __future__ import annotations
