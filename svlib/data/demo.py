@@ -78,7 +78,7 @@ __all__ = [
     "split_speakers",
 ]
 
-DEMO_RECIPE_VERSION = 1
+DEMO_RECIPE_VERSION = 2
 """Bumped whenever the recipe changes what is built; a cached corpus of another version is rebuilt."""
 
 SAMPLE_RATE = 16000
@@ -103,9 +103,12 @@ class VoiceSource:
         codec: ``"sndfile"`` (anything libsndfile reads), ``"g722"`` (raw G.722, 16 kHz, 64 kbit/s) or ``"gsm"``
             (raw GSM 6.10, 8 kHz).
         exclude: ``fnmatch`` patterns (relative to ``folder``) of files that are not speech (beeps, tones, silence).
+        include: ``fnmatch`` patterns (relative to ``folder``); when given, only files matching one are kept (one
+            character's lines in a folder of dialogs).
         artists: keep only files whose Vorbis/WAV ``artist`` tag is one of these (``""`` = untagged); ``None``
             keeps all.
         sample_rate: keep only files stored at this rate (the files of one recording session); ``None`` keeps all.
+        channels: keep only files with this many channels (``None`` keeps all).
         voice: the person(s) the package credits for these recordings (``""``: not credited).
         evidence: where the attribution comes from.
         single_voice: the package attributes these files to exactly one named person (test candidates only).
@@ -123,6 +126,8 @@ class VoiceSource:
     exclude: tuple[str, ...] = ()
     artists: tuple[str, ...] | None = None
     sample_rate: int | None = None
+    include: tuple[str, ...] = ()
+    channels: int | None = None
     voice: str = ""
     evidence: str = ""
     single_voice: bool = False
@@ -168,6 +173,23 @@ def _ktuberling(lang: str, name: str = "", voice: str = "", evidence: str = "", 
 
 def _tag(lang: str, artist: str, n: int) -> str:
     return f"ktuberling-data {lang}/: Vorbis artist tag {artist!r} ({n} files)"
+
+
+_TP = "tuxpaint-stamps-default"
+_TP_DIR = "usr/share/tuxpaint/stamps"
+_TP_DOC = "tuxpaint-stamps-default usr/share/doc/tuxpaint-stamps-default/changelog.gz"
+_FN = "usr/share/games/fillets-ng/sound"
+_FN_CREDITS = ("fillets-ng-data usr/share/games/fillets-ng/images/menu/credits.png, 'Voices & Animal sounds': ")
+_FN_LICENSE = "GPL-2 (copyright: the game data under the GNU General Public License version 2)"
+
+
+def _tuxpaint(lang: str, voice: str, quote: str, group: str | None = None, sample_rate: int | None = None,
+              channels: int | None = None) -> VoiceSource:
+    return VoiceSource(
+        f"tuxpaint-{lang}", "tuxpaint", _TP, _TP_DIR, f"_desc_{lang}.ogg",
+        exclude=("symbols/alphabets/*", "symbols/math/*"), sample_rate=sample_rate, channels=channels, voice=voice,
+        evidence=f"{_TP_DOC}: {quote}", single_voice=group is None, group=group,
+    )
 
 
 SOURCES: tuple[VoiceSource, ...] = (
@@ -226,7 +248,7 @@ SOURCES: tuple[VoiceSource, ...] = (
     _ktuberling("nn", "", "Karl Ove Hufthammer / Øystein Steffensen-Alværvik",
                 _tag("nn", "Karl Ove Hufthammer / Øystein Steffensen-Alværvik", 190) + " (two names)"),
     _ktuberling("pt"),
-    _ktuberling("ro"),
+    _ktuberling("ro", group="ro"),
     _ktuberling("ru", group="ru"),
     _ktuberling("sl"),
     # sr@ijekavian/, sr@ijekavianlatin/ and sr@latin/ are byte-identical copies of sr/ (same MD5 sums): one voice.
@@ -267,6 +289,48 @@ SOURCES: tuple[VoiceSource, ...] = (
                 evidence="asterisk-prompt-fr-armelle: copyright 'Voice actor: Armelle Desjardins'",
                 license_note="BSD-style (copyright: '(C) 2006 Michel Gutierrez ... Redistribution and use, with or "
                 "without modification, are permitted')"),
+    # --- tuxpaint-stamps-default: spoken stamp descriptions, <stamp>_desc_<lang>.ogg, one voice per language -----
+    # (symbols/alphabets/ and symbols/math/ hold letter and number sounds from Schoolsplay: other people.)
+    _tuxpaint("ca", "Pere Pujal i Carabantes", "'Catalan spoken translations of all (almost all?) stamps! Pere Pujal "
+              "Carabantes' (2009); the 44.1 kHz mono files only (a few 8 kHz and stereo files)", sample_rate=44100,
+              channels=1),
+    _tuxpaint("bg", "Krasimir Petkov", "'Descriptive sounds by GCI students ... Bulgarian: Krasimir Petkov'"),
+    _tuxpaint("ro", "Tabbytha", "'Descriptive sounds by GCI students ... Romanian: Tabbytha'", group="ro"),
+    _tuxpaint("be", "Kseniya Buraya", "'Belarusian ... Descriptive sounds by Kseniya Buraya'"),
+    _tuxpaint("el", "Kiriaki Serafeim", "'Greek descriptive sounds Kiriaki SERAFEIM'"),
+    _tuxpaint("fr", "PaulK", "'Descriptive sounds by GCI students ... French: PaulK'", group="fr"),
+    _tuxpaint("es", "Estefanía Ortiz", "'Spanish translation ... Descriptive sounds Estefanía Ortiz'", group="es"),
+    _tuxpaint("ru", "Edwin Veber", "'Descriptive sounds by GCI students ... Rusian: Edwin Veber'", group="ru"),
+    _tuxpaint("da", "Joe Dalton", "'Danish descriptive sounds Joe Dalton'", group="da"),
+    VoiceSource("tuxpaint-lt", "tuxpaint", _TP, f"{_TP_DIR}/symbols/alphabets/english", "_desc_lt.ogg",
+                artists=("Andrius Jurkus",), voice="Andrius Jurkus", single_voice=True,
+                evidence=f"{_TP} symbols/alphabets/english/: Vorbis artist tag 'Andrius Jurkus' on all 88 files (22 "
+                "distinct); changelog 'Lithuanian: Andrius, Jurkus'"),
+    # --- fillets-ng-data-cs: the Czech dialogs of Fish Fillets; <level>-v-* lines are the big fish's, -m- the small
+    # fish's (script/*/dialogs_cs.lua: font_big / font_small); the 22.05 kHz files are the original recording
+    # session (the 44.1 kHz ones belong to later levels).
+    VoiceSource("fillets-cs-big-fish", "fillets", "fillets-ng-data-cs", _FN, ".ogg", include=("*/cs/*-v-*.ogg",),
+                sample_rate=22050, voice="Vít Musil", single_voice=True, evidence=_FN_CREDITS + "Vít Musil, drawn "
+                "with the big blue fish", license_note=_FN_LICENSE),
+    VoiceSource("fillets-cs-small-fish", "fillets", "fillets-ng-data-cs", _FN, ".ogg", include=("*/cs/*-m-*.ogg",),
+                sample_rate=22050, voice="Gabriela Pyšná", single_voice=True, evidence=_FN_CREDITS + "Gabriela "
+                "Pyšná, drawn with the small orange fish", license_note=_FN_LICENSE),
+    # fillets-ng-data-nl: the Dutch dialogs, nobody credited: one steady voice per fish (median F0 about 140 and
+    # 225 Hz), Dutch like the uncredited KTuberling voice (group nl).
+    VoiceSource("fillets-nl-big-fish", "fillets", "fillets-ng-data-nl", _FN, ".ogg", include=("*/nl/*-v-*.ogg",),
+                evidence="fillets-ng-data-nl: not credited (the big fish's lines)", group="nl",
+                license_note=_FN_LICENSE),
+    VoiceSource("fillets-nl-small-fish", "fillets", "fillets-ng-data-nl", _FN, ".ogg", include=("*/nl/*-m-*.ogg",),
+                evidence="fillets-ng-data-nl: not credited (the small fish's lines)", group="nl",
+                license_note=_FN_LICENSE),
+    # --- gcin-voice: Mandarin syllables, <zhuyin>/3.ogg a male voice, <zhuyin>/5.ogg a female one ---------------
+    VoiceSource("gcin-male", "gcin", "gcin-voice", "usr/share/gcin-voice/ogg", ".ogg", include=("*/3.ogg",),
+                evidence="gcin-voice copyright: 'Files: */3.ogg' 'Copyright: 2014 Edward Der-Hua Liu' (the copyright "
+                "holder; the voice is not named)", license_files="*/3.ogg"),
+    VoiceSource("gcin-female", "gcin", "gcin-voice", "usr/share/gcin-voice/ogg", ".ogg", include=("*/5.ogg",),
+                voice="Chu Lo", single_voice=True, license_files="*/5.ogg",
+                evidence="gcin-voice copyright: 'Files: */5.ogg' '聲優 ... (ChionMeilin with the vocal source from Chu "
+                "Lo)'"),
 )
 """Every recording session used, with the evidence for its speaker label (see the module docstring)."""
 
@@ -302,6 +366,29 @@ SAME_LANGUAGE_PAIRS: tuple[tuple[str, str, str, str], ...] = (
     ("asterisk-june", "asterisk-armelle", "different", "June Wallack vs Armelle Desjardins"),
     ("asterisk-carlo", "asterisk-menardi", "different", "Carlo Flora (m) vs Paola Dal Zot (f)"),
     ("asterisk-allison", "asterisk-es-co", "different", "Allison Smith vs July E. Jiménez"),
+    ("tuxpaint-fr", "ktuberling-fr", "unknown", "KTuberling's French voice is not credited (group fr)"),
+    ("tuxpaint-es", "ktuberling-es", "unknown", "KTuberling's Spanish voice is not credited (group es)"),
+    ("tuxpaint-ru", "ktuberling-ru", "unknown", "KTuberling's Russian voice is not credited (group ru)"),
+    ("tuxpaint-da", "ktuberling-da", "unknown", "KTuberling's untagged Danish files are not credited (group da)"),
+    ("tuxpaint-fr", "klettres-fr", "different", "credits: PaulK (Tux Paint) vs Ludovic Grossard (KLettres)"),
+    ("tuxpaint-es", "klettres-es", "different", "credits: Estefanía Ortiz vs Ana Belén Caballero and Juan Pedro "
+     "Paredes"),
+    ("tuxpaint-ru", "klettres-ru", "different", "credits: Edwin Veber vs Dashk0"),
+    ("tuxpaint-da", "klettres-da", "different", "credits: Joe Dalton vs Erik Kjaer Pedersen"),
+    ("tuxpaint-da", "ktuberling-da-martha", "different", "credit Joe Dalton vs artist tag Martha Schou"),
+    ("tuxpaint-ca", "ktuberling-ca-*", "different", "credit Pere Pujal i Carabantes vs the six tagged KTuberling "
+     "voices"),
+    ("tuxpaint-lt", "klettres-lt", "different", "artist tags: Andrius Jurkus vs Liudas Ališauskas"),
+    ("tuxpaint-lt", "ktuberling-lt", "different", "artist tags: Andrius Jurkus vs Donatas Glodenis"),
+    ("tuxpaint-el", "ktuberling-el", "different", "credit Kiriaki Serafeim vs tag 'clavisound.gr and patty'"),
+    ("tuxpaint-ro", "ktuberling-ro", "unknown", "KTuberling's Romanian voice is not credited (group ro)"),
+    ("fillets-cs-big-fish", "klettres-cs", "different", "credits: Vít Musil vs Eva Mikulčíková"),
+    ("fillets-cs-small-fish", "klettres-cs", "different", "credits: Gabriela Pyšná vs Eva Mikulčíková"),
+    ("fillets-nl-big-fish", "ktuberling-nl", "unknown", "neither Dutch voice is credited (group nl)"),
+    ("fillets-nl-small-fish", "ktuberling-nl", "unknown", "neither Dutch voice is credited (group nl)"),
+    ("fillets-nl-big-fish", "klettres-nl", "unknown", "the fish are not credited; KLettres' is Geert Stams (group nl)"),
+    ("fillets-nl-small-fish", "klettres-nl", "unknown", "the fish are not credited; KLettres' is Geert Stams (group "
+     "nl)"),
 )
 """Same-language voices in different packages and what the packages say about them."""
 
@@ -320,7 +407,7 @@ def demo_packages() -> list[str]:
 class DemoCorpusConfig:
     """How the demo corpus is cut (every field is part of the cache key)."""
 
-    n_test_speakers: int = 10
+    n_test_speakers: int = 16
     """speakers in the test split (drawn from the single-voice, ungrouped candidates)."""
     min_utterance_seconds: float = 4.0
     """speech (pauses excluded) per utterance at least."""
@@ -591,7 +678,8 @@ def _tag_artist(path: str) -> str:
 
 
 def _list_clips(source: VoiceSource, package_dir: Path) -> list[Path]:
-    """The clip files of a source, sorted, filtered by suffix/exclude/artist/rate, duplicates (same bytes) removed."""
+    """The clip files of a source, sorted, filtered by suffix/exclude/include/artist/rate/channels, duplicates (same
+    bytes) removed."""
     folder = package_dir / source.folder
     if not folder.is_dir():
         raise FileNotFoundError(f"{source.key}: {folder} not found in package {source.package} (expected clips there)")
@@ -608,11 +696,15 @@ def _list_clips(source: VoiceSource, package_dir: Path) -> list[Path]:
                 continue
             if any(fnmatch.fnmatch(rel, pat) for pat in source.exclude):
                 continue
+            if source.include and not any(fnmatch.fnmatch(rel, pat) for pat in source.include):
+                continue
             files.append(path)
     if source.artists is not None:
         files = [f for f in files if _tag_artist(str(f)) in source.artists]
     if source.sample_rate is not None:
         files = [f for f in files if sf.info(str(f)).samplerate == source.sample_rate]
+    if source.channels is not None:
+        files = [f for f in files if sf.info(str(f)).channels == source.channels]
     seen: set[str] = set()
     unique = []
     for f in files:
