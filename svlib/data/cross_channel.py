@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CROSS_CHANNEL_VERSION", "PROTOCOL_CHANNELS", "RIRS_PER_ROOM", "RIR_SEED", "CrossChannel",
            "build_cross_channel", "channel_tag", "protocol_rirs"]
 
-CROSS_CHANNEL_VERSION = 1
+CROSS_CHANNEL_VERSION = 2
 """Bumped when the protocol changes (part of the cache key)."""
 
 PROTOCOL_CHANNELS: tuple[str, ...] = (*CHANNELS, "noise", "reverb")
