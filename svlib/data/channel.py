@@ -9,8 +9,8 @@ only (§3.3), so the ``paper`` profile keeps channel simulation off.
 
 Channels (:data:`CHANNELS`), each a deterministic function of the waveform and its parameters:
 
-- ``narrowband``: analogue telephony: 8 kHz sampling and the 300–3400 Hz telephone band (second-order high-pass
-  and low-pass biquads), back to 16 kHz (:func:`narrowband`);
+- ``narrowband``: analogue telephony: 8 kHz sampling and the 300–3400 Hz telephone band (a Butterworth band-pass),
+  back to 16 kHz (:func:`narrowband`);
 - ``g711``: digital telephony: narrowband, then ITU-T G.711 at 8 kHz, μ-law or A-law (8-bit segmented logarithmic
   companding, :func:`g711_encode` / :func:`g711_decode`);
 - ``g722``: ITU-T G.722 wideband coding at 64 kbit/s (the ``G722`` package's reference implementation,
@@ -23,12 +23,14 @@ Channels (:data:`CHANNELS`), each a deterministic function of the waveform and i
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.signal
 import torch
-import torchaudio.functional as AF
 from G722 import G722
 
 __all__ = [
@@ -73,18 +75,30 @@ def _from_int16(pcm: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(pcm.astype(np.float32) / 32768.0).to(like.dtype)
 
 
+def _resample(x: torch.Tensor, orig: int, new: int) -> torch.Tensor:
+    """Polyphase resampling (``scipy.signal.resample_poly``: a Kaiser-windowed FIR anti-aliasing filter), float32."""
+    g = math.gcd(orig, new)
+    y = scipy.signal.resample_poly(x.detach().double().cpu().numpy(), new // g, orig // g)
+    return torch.from_numpy(y).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _band_sos(band_hz: tuple[float, float]) -> np.ndarray:
+    return scipy.signal.butter(2, band_hz, btype="bandpass", fs=_NARROW_RATE, output="sos")
+
+
 def narrowband(wav: torch.Tensor, sample_rate: int = 16000, band_hz: tuple[float, float] = TELEPHONE_BAND_HZ,
                return_narrow: bool = False) -> torch.Tensor:
-    """Telephone band: resample to 8 kHz, keep ``band_hz`` (second-order Butterworth-Q high-pass and low-pass
-    biquads), resample back to ``sample_rate``; ``(N,)`` in, ``(N,)`` out (or the 8 kHz signal with
+    """Telephone band: resample to 8 kHz, keep ``band_hz`` (a fourth-order Butterworth band-pass: second order at
+    each edge), resample back to ``sample_rate``; ``(N,)`` in, ``(N,)`` out (or the 8 kHz signal with
     ``return_narrow``)."""
     _check_wave(wav)
-    narrow = AF.resample(wav.float(), sample_rate, _NARROW_RATE)
-    narrow = AF.highpass_biquad(narrow, _NARROW_RATE, band_hz[0])
-    narrow = AF.lowpass_biquad(narrow, _NARROW_RATE, band_hz[1])
+    narrow = _resample(wav, sample_rate, _NARROW_RATE)
+    filtered = scipy.signal.sosfilt(_band_sos(tuple(band_hz)), narrow.double().numpy())
+    narrow = torch.from_numpy(filtered).to(torch.float32)
     if return_narrow:
         return narrow.to(wav.dtype)
-    return _fit(AF.resample(narrow, _NARROW_RATE, sample_rate), wav.shape[-1]).to(wav.dtype)
+    return _fit(_resample(narrow, _NARROW_RATE, sample_rate), wav.shape[-1]).to(wav.dtype)
 
 
 def _fit(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -144,12 +158,12 @@ def g722_round_trip(wav: torch.Tensor, sample_rate: int = 16000) -> torch.Tensor
     """Encode ``(N,)`` with ITU-T G.722 at 64 kbit/s and decode it again (at 16 kHz; other rates are resampled),
     aligned: the codec's :data:`G722_DELAY` samples of delay are removed."""
     _check_wave(wav)
-    x = wav if sample_rate == 16000 else AF.resample(wav.float(), sample_rate, 16000)
+    x = wav if sample_rate == 16000 else _resample(wav, sample_rate, 16000)
     pcm = np.concatenate([_to_int16(x), np.zeros(G722_DELAY, dtype=np.int16)])  # flush the codec's delay
     decoded = np.asarray(G722(16000, 64000).decode(G722(16000, 64000).encode(pcm)), dtype=np.int16)
     y = _from_int16(decoded[G722_DELAY: G722_DELAY + x.shape[-1]], wav)
     if sample_rate != 16000:
-        y = AF.resample(y.float(), 16000, sample_rate).to(wav.dtype)
+        y = _resample(y, 16000, sample_rate).to(wav.dtype)
     return _fit(y, wav.shape[-1])
 
 
@@ -195,7 +209,7 @@ def apply_channel(wav: torch.Tensor, choice: ChannelChoice, sample_rate: int = 1
     if choice.kind == "g711":
         narrow = narrowband(wav, sample_rate, return_narrow=True)
         coded = _from_int16(g711_decode(g711_encode(_to_int16(narrow), choice.law), choice.law), narrow)
-        return _fit(AF.resample(coded.float(), _NARROW_RATE, sample_rate), wav.shape[-1]).to(wav.dtype)
+        return _fit(_resample(coded, _NARROW_RATE, sample_rate), wav.shape[-1]).to(wav.dtype)
     if choice.kind == "g722":
         return g722_round_trip(wav, sample_rate)
     if choice.kind == "eq":

@@ -10,7 +10,7 @@ channel drawn for that utterance (fixed seed), one of :data:`PROTOCOL_CHANNELS`:
 - ``noise``: white, pink or brown noise (:func:`svlib.data.augment.coloured_noise`) at an SNR drawn from
   U(5, 20) dB;
 - ``reverb``: the impulse response of a simulated small or medium room (:func:`svlib.data.augment.simulate_rirs`,
-  seeds that the demo's training augmentation does not use).
+  seeds that the demo's training augmentation does not use: :data:`RIR_SEED`).
 
 :func:`build_cross_channel` writes ``<demo>/cross_channel/`` once (a finished marker keyed by the seed, the recipe
 version and the plain list) and returns its :class:`CrossChannel`: a Kaldi data directory (``wav.scp``,
@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["CROSS_CHANNEL_VERSION", "PROTOCOL_CHANNELS", "RIRS_PER_ROOM", "RIR_SEED", "CrossChannel",
            "build_cross_channel", "channel_tag", "protocol_rirs"]
 
-CROSS_CHANNEL_VERSION = 1
+CROSS_CHANNEL_VERSION = 2
 """Bumped when the protocol changes (part of the cache key)."""
 
 PROTOCOL_CHANNELS: tuple[str, ...] = (*CHANNELS, "noise", "reverb")
@@ -52,7 +52,8 @@ PROTOCOL_CHANNELS: tuple[str, ...] = (*CHANNELS, "noise", "reverb")
 
 RIR_SEED = 1000
 """Seed of the protocol's simulated rooms (plus the list's seed; small rooms, then medium ones at +1): the demo's
-training augmentation simulates its rooms with the stage seed (0 and 1), so the test rooms are other rooms."""
+training augmentation simulates its rooms with the stage seed and the seed + 1 (42 and 43 by default,
+:func:`svlib.data.loader.build_augmenter`), so the test rooms are other rooms."""
 
 RIRS_PER_ROOM = 8
 """Simulated rooms of each size for the ``reverb`` channel."""
