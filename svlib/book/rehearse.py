@@ -50,8 +50,8 @@ from svlib.core.paths import config_root
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCRIPTS", "SCALES", "Rehearsal", "build_corpora", "rehearse", "shrink_overrides", "command_label", "summary",
-           "summary_markdown", "write_checkpoint"]
+__all__ = ["SCRIPTS", "SCALES", "Rehearsal", "build_corpora", "command_label", "last_attempts", "rehearse",
+           "shrink_overrides", "summary", "summary_markdown", "write_checkpoint"]
 
 SCRIPTS = ("data", "table1", "table2", "table3", "tables")
 """The command files ``configs/paper/reproduce/<name>.sh``, in the order the page gives (and a user runs) them."""
@@ -225,7 +225,10 @@ class Rehearsal:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and bool(self.commands) and all(c["exit_code"] == 0 for c in self.commands)
+        """The driver finished and the last run of every command succeeded (an attempt that failed, e.g. on a full
+        disk, and succeeded when the rehearsal was resumed counts as a success; :func:`last_attempts`)."""
+        last = last_attempts(self.commands)
+        return self.exit_code == 0 and bool(last) and all(c["exit_code"] == 0 for c in last)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
@@ -320,13 +323,21 @@ def _machine(load: float) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # The record, summarised for the reproduction page
 # ----------------------------------------------------------------------------------------------------------------
+def last_attempts(commands: list[dict]) -> list[dict]:
+    """The last record of each ``(section, command)``, in the order of first appearance: a resumed rehearsal reruns
+    a command whose earlier attempt failed, and that rerun is what counts."""
+    last = {(c["section"], c["command"]): c for c in commands}  # later records replace earlier ones
+    order = dict.fromkeys((c["section"], c["command"]) for c in commands)  # first appearance
+    return [last[k] for k in order]
+
+
 def summary(record: dict) -> list[dict]:
-    """One row per command file (section) of a rehearsal's record (:meth:`Rehearsal.to_dict`, or its JSON): the
-    commands it ran and how many failed, their seconds in total, the largest peak memory of one process, and the
-    slowest command (its subcommand and seconds)."""
+    """One row per command file (section) of a rehearsal's record (:meth:`Rehearsal.to_dict`, or its JSON), over the
+    last attempt of each command (:func:`last_attempts`): the commands and how many failed, their seconds in total,
+    the largest peak memory of one process, and the slowest command (its subcommand and seconds)."""
     rows = []
     for section in SCRIPTS:
-        cmds = [c for c in record["commands"] if c["section"] == section]
+        cmds = [c for c in last_attempts(record["commands"]) if c["section"] == section]
         if not cmds:
             continue
         slowest = max(cmds, key=lambda c: c["seconds"])
@@ -373,9 +384,11 @@ def summary_markdown(record: dict) -> str:
     if "load_before" in m:
         where += f" (load average {m['load_before']} before {'its last part' if parts > 1 else 'it'} started)"
     lines.append("")
+    retried = len(record["commands"]) - len(last_attempts(record["commands"]))
     processes = f"{record['nproc']} process{'es' if record['nproc'] > 1 else ''}"
     lines.append(f"*{record['scale']} scale, {processes} per torchrun, {where}, torch "
                  f"{m.get('torch', '?')}, started {record.get('started') or '?'}"
-                 f"{f', run in {parts} parts (--resume)' if parts > 1 else ''}; {record['seconds']:,.0f} s in all: "
+                 f"{f', run in {parts} parts (--resume)' if parts > 1 else ''}"
+                 f"{f', {retried} failed attempt(s) run again' if retried else ''}; {record['seconds']:,.0f} s in all: "
                  f"{record.get('setup_seconds', 0):,.0f} s building the corpora and checkpoint, then the commands.*")
     return "\n".join(lines)
