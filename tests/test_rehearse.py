@@ -102,7 +102,7 @@ def test_the_page_shows_the_summary_of_each_stored_rehearsal_record():
     records ran every command of the page without a failure."""
     page = (BOOK / "reproduce.md").read_text()
     markers = re.findall(r"<!-- rehearsal: (\S+) -->", page)
-    assert markers[0] == "bench/records/rehearsal-tiny-cpu.json"
+    assert markers == ["bench/records/rehearsal-tiny-cpu.json", "bench/records/rehearsal-full-cpu.json"]
     for path in markers:
         record = json.loads((BOOK.parent / path).read_text())
         shown = page.split(f"<!-- rehearsal: {path} -->", 1)[1].lstrip()
@@ -156,3 +156,22 @@ def test_tiny_rehearsal_runs_every_command_under_torchrun(tmp_path):
     t1 = tables["Table 1"]
     assert {"Vox1-O", "Vox1-E", "Vox1-H", "CN-Celeb"} <= set(t1[t1["ours"].notna()]["test_set"])
     print(json.dumps({"seconds": result.seconds, "commands": len(result.commands)}), file=sys.stderr)
+
+
+def test_a_rehearsal_without_the_disk_it_needs_stops_before_any_work(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 60 * 10**9))
+    with pytest.raises(ValueError, match="needs about 75 GB"):
+        rehearse(tmp_path / "full", scale="full", nproc=1)
+    assert not (tmp_path / "full").exists()
+    (tmp_path / "held").mkdir()
+    (tmp_path / "held" / "model.bin").write_bytes(b"x" * 1000)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**12, 0, 75 * 10**9 - 500))
+    from svlib.book.rehearse import check_disk
+
+    check_disk(tmp_path / "held", "full", resume=True)  # what the folder holds counts
+    with pytest.raises(ValueError, match="needs about 75 GB"):
+        check_disk(tmp_path / "new", "full")

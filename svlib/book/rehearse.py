@@ -50,11 +50,16 @@ from svlib.core.paths import config_root
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCRIPTS", "SCALES", "Rehearsal", "build_corpora", "command_label", "last_attempts", "rehearse",
-           "shrink_overrides", "summary", "summary_markdown", "write_checkpoint"]
+__all__ = ["DISK_GB", "SCRIPTS", "SCALES", "Rehearsal", "build_corpora", "check_disk", "command_label",
+           "last_attempts", "rehearse", "shrink_overrides", "summary", "summary_markdown", "write_checkpoint"]
 
 SCRIPTS = ("data", "table1", "table2", "table3", "tables")
 """The command files ``configs/paper/reproduce/<name>.sh``, in the order the page gives (and a user runs) them."""
+
+DISK_GB = {"tiny": 2, "full": 75}
+"""Free disk (GB) a rehearsal needs in its work folder's file system: the full-size one keeps every trained model
+(2.3 GB each; the work folder ended at 66 GB on 2026-12-01) plus one stage's epoch-end checkpoint (6.6 GB) until
+the stage is done. On ``--resume`` what the work folder already holds counts as available."""
 
 SCALES = {"tiny": "tiny", "full": "w2v-bert-2.0"}
 """``--scale`` → the encoder config of the rehearsal's checkpoint (both have the released structure)."""
@@ -277,6 +282,8 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
                              f"{first['batch_size']}; resume it with those, not {scale}, {nproc}, {batch_size}")
     else:
         parts = []
+    check_disk(work, scale, resume)
+    if not resume:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
@@ -310,6 +317,19 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
                      commands=commands,
                      setup_seconds=parts[0]["setup_seconds"], started=parts[0]["started"], machine=_machine(load),
                      parts=parts)
+
+
+def check_disk(work: Path, scale: str, resume: bool = False) -> None:
+    """Raise before any work when the file system of ``work`` lacks :data:`DISK_GB` of free space (counting what an
+    earlier rehearsal in ``work`` holds, which a new one replaces and a resumed one keeps)."""
+    existing = work if work.exists() else next(p for p in work.parents if p.exists())
+    held = sum(f.stat().st_size for f in work.rglob("*") if f.is_file()) if work.exists() else 0
+    free = shutil.disk_usage(existing).free + held
+    need = DISK_GB[scale] * 10**9
+    if free < need:
+        raise ValueError(f"a {scale}-scale rehearsal needs about {DISK_GB[scale]} GB of disk in {existing} "
+                      f"({'what it holds and ' if held else ''}free space: {free / 10**9:.1f} GB); give --workdir on a "
+                      "larger disk")
 
 
 def _machine(load: float) -> dict:
