@@ -408,7 +408,7 @@ def summary_markdown(record: dict) -> str:
     processes = f"{record['nproc']} process{'es' if record['nproc'] > 1 else ''}"
     lines.append(f"*{record['scale']} scale, {processes} per torchrun, {where}, torch "
                  f"{m.get('torch', '?')}, started {record.get('started') or '?'}"
-                 f"{f', run in {parts} parts (--resume)' if parts > 1 else ''}"
+                 f"{f', run in {parts} parts (`--resume`)' if parts > 1 else ''}"
                  f"{f', {retried} failed attempt(s) run again' if retried else ''}; {record['seconds']:,.0f} s in all: "
                  f"{record.get('setup_seconds', 0):,.0f} s building the corpora and checkpoint, then the commands.*")
     return "\n".join(lines)
