@@ -257,7 +257,7 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
 
     With ``resume``, an interrupted rehearsal in ``workdir`` (same scale and processes) continues: its corpora,
     checkpoint, configs and log are kept, the commands it logged as successful are not run again, and the record
-    covers every part (``parts``: when each started and its setup and wall seconds).
+    covers every part (``parts``: when each started, with what settings, and its setup seconds).
 
     Args:
         workdir: the rehearsal's folder: corpora, checkpoint, configs copy, experiments, results, logs.
