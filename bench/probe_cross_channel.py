@@ -5,18 +5,19 @@ paired differences. Run from the checkout after `make book` (it scores the demo 
 
     .venv/bin/python bench/probe_cross_channel.py [--data data] [--exp exp/demo]
 
-Measured 2026-12-01 with the demo models of `make book` (trained without channel augmentation), 10 test speakers,
-892 trials per list (EER %, [95 % interval]):
+Measured 2026-12-01 (protocol version 2) with the demo models of `make book` (trained without channel
+augmentation), 10 test speakers, 892 trials per list (EER %, [95 % interval]):
 
     system        plain                 cross-channel
-    log-mel mean   6.50 [2.30, 10.87]   42.60 [30.33, 49.71]
-    s1            15.92 [8.96, 21.65]   35.31 [24.85, 42.37]
-    s2             9.19 [4.04, 14.82]   19.51 [11.71, 26.75]
-    s3             7.40 [3.14, 12.03]   21.08 [14.95, 26.24]
-    pruned s3      8.97 [3.43, 14.65]   20.63 [12.02, 28.80]
+    log-mel mean   6.50 [2.30, 10.87]   43.05 [29.18, 50.57]
+    s1            15.92 [8.96, 21.65]   32.74 [22.78, 39.36]
+    s2             9.19 [4.04, 14.82]   18.39 [11.01, 26.51]
+    s3             7.40 [3.14, 12.03]   18.83 [13.17, 23.59]
+    pruned s3      8.97 [3.43, 14.65]   18.83 [10.93, 24.86]
 
 On the plain list no trained model differs from the log-mel mean (every paired interval holds 0); on the
-cross-channel list s2, s3 and the pruned s3 beat it (s3 - log-mel: -21.52 [-29.16, -8.13]).
+cross-channel list s2, s3 and the pruned s3 beat it (s3 - log-mel: -24.22 [-31.20, -10.14]); s3 - s2 (0.45
+[-5.15, 5.75]) and pruned s3 - s3 (0.00 [-5.47, 4.60]) are not real differences.
 """
 
 from __future__ import annotations

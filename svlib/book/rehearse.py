@@ -50,11 +50,16 @@ from svlib.core.paths import config_root
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SCRIPTS", "SCALES", "Rehearsal", "build_corpora", "rehearse", "shrink_overrides", "command_label", "summary",
-           "summary_markdown", "write_checkpoint"]
+__all__ = ["DISK_GB", "SCRIPTS", "SCALES", "Rehearsal", "build_corpora", "check_disk", "command_label",
+           "last_attempts", "rehearse", "shrink_overrides", "summary", "summary_markdown", "write_checkpoint"]
 
 SCRIPTS = ("data", "table1", "table2", "table3", "tables")
 """The command files ``configs/paper/reproduce/<name>.sh``, in the order the page gives (and a user runs) them."""
+
+DISK_GB = {"tiny": 2, "full": 75}
+"""Free disk (GB) a rehearsal needs in its work folder's file system: the full-size one keeps every trained model
+(2.3 GB each; the work folder ended at 66 GB on 2026-12-01) plus one stage's epoch-end checkpoint (6.6 GB) until
+the stage is done. On ``--resume`` what the work folder already holds counts as available."""
 
 SCALES = {"tiny": "tiny", "full": "w2v-bert-2.0"}
 """``--scale`` → the encoder config of the rehearsal's checkpoint (both have the released structure)."""
@@ -225,7 +230,10 @@ class Rehearsal:
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and bool(self.commands) and all(c["exit_code"] == 0 for c in self.commands)
+        """The driver finished and the last run of every command succeeded (an attempt that failed, e.g. on a full
+        disk, and succeeded when the rehearsal was resumed counts as a success; :func:`last_attempts`)."""
+        last = last_attempts(self.commands)
+        return self.exit_code == 0 and bool(last) and all(c["exit_code"] == 0 for c in last)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}
@@ -249,7 +257,7 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
 
     With ``resume``, an interrupted rehearsal in ``workdir`` (same scale and processes) continues: its corpora,
     checkpoint, configs and log are kept, the commands it logged as successful are not run again, and the record
-    covers every part (``parts``: when each started and its setup and wall seconds).
+    covers every part (``parts``: when each started, with what settings, and its setup seconds).
 
     Args:
         workdir: the rehearsal's folder: corpora, checkpoint, configs copy, experiments, results, logs.
@@ -274,6 +282,8 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
                              f"{first['batch_size']}; resume it with those, not {scale}, {nproc}, {batch_size}")
     else:
         parts = []
+    check_disk(work, scale, resume)
+    if not resume:
         if work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True)
@@ -309,6 +319,19 @@ def rehearse(workdir: str | os.PathLike, scale: str = "tiny", nproc: int = 2, ba
                      parts=parts)
 
 
+def check_disk(work: Path, scale: str, resume: bool = False) -> None:
+    """Raise before any work when the file system of ``work`` lacks :data:`DISK_GB` of free space (counting what an
+    earlier rehearsal in ``work`` holds, which a new one replaces and a resumed one keeps)."""
+    existing = work if work.exists() else next(p for p in work.parents if p.exists())
+    held = sum(f.stat().st_size for f in work.rglob("*") if f.is_file()) if work.exists() else 0
+    free = shutil.disk_usage(existing).free + held
+    need = DISK_GB[scale] * 10**9
+    if free < need:
+        raise ValueError(f"a {scale}-scale rehearsal needs about {DISK_GB[scale]} GB of disk in {existing} "
+                      f"({'what it holds and ' if held else ''}free space: {free / 10**9:.1f} GB); give --workdir on a "
+                      "larger disk")
+
+
 def _machine(load: float) -> dict:
     """Where the rehearsal ran: what its times and memory depend on (``load``: the 1-minute load average before it
     started, i.e. other work on the machine)."""
@@ -320,13 +343,21 @@ def _machine(load: float) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # The record, summarised for the reproduction page
 # ----------------------------------------------------------------------------------------------------------------
+def last_attempts(commands: list[dict]) -> list[dict]:
+    """The last record of each ``(section, command)``, in the order of first appearance: a resumed rehearsal reruns
+    a command whose earlier attempt failed, and that rerun is what counts."""
+    last = {(c["section"], c["command"]): c for c in commands}  # later records replace earlier ones
+    order = dict.fromkeys((c["section"], c["command"]) for c in commands)  # first appearance
+    return [last[k] for k in order]
+
+
 def summary(record: dict) -> list[dict]:
-    """One row per command file (section) of a rehearsal's record (:meth:`Rehearsal.to_dict`, or its JSON): the
-    commands it ran and how many failed, their seconds in total, the largest peak memory of one process, and the
-    slowest command (its subcommand and seconds)."""
+    """One row per command file (section) of a rehearsal's record (:meth:`Rehearsal.to_dict`, or its JSON), over the
+    last attempt of each command (:func:`last_attempts`): the commands and how many failed, their seconds in total,
+    the largest peak memory of one process, and the slowest command (its subcommand and seconds)."""
     rows = []
     for section in SCRIPTS:
-        cmds = [c for c in record["commands"] if c["section"] == section]
+        cmds = [c for c in last_attempts(record["commands"]) if c["section"] == section]
         if not cmds:
             continue
         slowest = max(cmds, key=lambda c: c["seconds"])
@@ -373,9 +404,11 @@ def summary_markdown(record: dict) -> str:
     if "load_before" in m:
         where += f" (load average {m['load_before']} before {'its last part' if parts > 1 else 'it'} started)"
     lines.append("")
+    retried = len(record["commands"]) - len(last_attempts(record["commands"]))
     processes = f"{record['nproc']} process{'es' if record['nproc'] > 1 else ''}"
     lines.append(f"*{record['scale']} scale, {processes} per torchrun, {where}, torch "
                  f"{m.get('torch', '?')}, started {record.get('started') or '?'}"
-                 f"{f', run in {parts} parts (--resume)' if parts > 1 else ''}; {record['seconds']:,.0f} s in all: "
+                 f"{f', run in {parts} parts (`--resume`)' if parts > 1 else ''}"
+                 f"{f', {retried} failed attempt(s) run again' if retried else ''}; {record['seconds']:,.0f} s in all: "
                  f"{record.get('setup_seconds', 0):,.0f} s building the corpora and checkpoint, then the commands.*")
     return "\n".join(lines)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from svlib.scoring.metrics import _check_inputs, _eer_from_det, _min_dcf_from_det
+from svlib.scoring.metrics import _check_inputs, _eer_from_det, _min_dcf_from_det, det_points
 
 logger = logging.getLogger(__name__)
 
@@ -105,14 +105,7 @@ class _Prepared:
     inverse: np.ndarray
 
     def metrics(self, labels: np.ndarray, weights: np.ndarray | None, p_targets: Sequence[float]) -> list[float]:
-        k = self.unique.size
-        w_tar = None if weights is None else weights[labels]
-        w_non = None if weights is None else weights[~labels]
-        tar = np.bincount(self.inverse[labels], weights=w_tar, minlength=k)
-        non = np.bincount(self.inverse[~labels], weights=w_non, minlength=k)
-        fnr = np.concatenate([[0.0], np.cumsum(tar)]) / tar.sum()
-        fpr = (non.sum() - np.concatenate([[0.0], np.cumsum(non)])) / non.sum()
-        thresholds = np.concatenate([self.unique, [np.inf]])
+        fpr, fnr, thresholds = det_points(self.unique, self.inverse, labels, weights)
         eer, _ = _eer_from_det(fpr, fnr, thresholds)
         return [100.0 * eer] + [_min_dcf_from_det(fpr, fnr, p) for p in p_targets]
 
@@ -198,8 +191,7 @@ def speaker_bootstrap(
         raise ValueError(f"n_boot={n_boot!r}; expected at least 1 resample")
     prepared, y = {}, None
     for name, s in scores.items():
-        s, y_s = _check_inputs(s, labels)
-        y = y_s
+        s, y = _check_inputs(s, labels)
         unique, inverse = np.unique(s, return_inverse=True)
         prepared[name] = _Prepared(unique, inverse.ravel())
     if len(enroll_speakers) != y.size or len(test_speakers) != y.size:

@@ -28,7 +28,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["det_curve", "compute_eer", "compute_min_dcf", "evaluate_scores"]
+__all__ = ["det_curve", "det_points", "compute_eer", "compute_min_dcf", "evaluate_scores"]
 
 
 def _as_numpy(x, name: str) -> np.ndarray:
@@ -94,6 +94,14 @@ def det_curve(scores, labels, weights=None) -> tuple[np.ndarray, np.ndarray, np.
     if w is not None:  # a trial counted 0 times is not in the list: its score is no operating point
         s, y, w = s[w > 0], y[w > 0], w[w > 0]
     unique, inverse = np.unique(s, return_inverse=True)  # sorted distinct scores; inverse maps trials to them
+    return det_points(unique, inverse.ravel(), y, w)
+
+
+def det_points(unique: np.ndarray, inverse: np.ndarray, y: np.ndarray,
+               w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`det_curve` from scores already sorted once: ``unique`` ``(K,)`` the distinct scores in increasing order,
+    ``inverse`` ``(n,)`` each trial's index into them, ``y`` ``(n,)`` bool labels, ``w`` ``(n,)`` trial counts or
+    ``None`` (a resampling bootstrap sorts once and calls this per resample)."""
     w_tar, w_non = (None, None) if w is None else (w[y], w[~y])
     tar_counts = np.bincount(inverse[y], weights=w_tar, minlength=unique.size)  # (K,) targets per distinct score
     non_counts = np.bincount(inverse[~y], weights=w_non, minlength=unique.size)  # (K,)
