@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from svlib.analysis.complexity import PAPER_PARAMS_M, PAPER_TABLE3_FULL, PAPER_TABLE3_PRUNED
-from svlib.analysis.tables import paper_reference, paper_value, table1, table1_ours, table2, table3
+from svlib.analysis.tables import paper_reference, paper_value, style_table, table1, table1_ours, table2, table3
 from svlib.core.results import record_result
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,3 +98,19 @@ def test_chapters_read_the_paper_only_by_key(notebook):
     code = "\n".join("".join(c["source"]) for c in json.loads(notebook.read_text())["cells"]
                      if c["cell_type"] == "code")
     assert "paper_reference(" not in code and "paper_reference.csv" not in code
+
+
+def test_our_cells_carry_the_recorded_speaker_bootstrap_interval(tmp_path):
+    cosine = {"eer_percent": 21.15, "eer_percent_low": 16.21, "eer_percent_high": 27.0,
+              "min_dcf_0.01": 0.9, "min_dcf_0.01_low": 0.85, "min_dcf_0.01_high": 0.97}
+    record_result(tmp_path, kind="eval", name="LoRA_Adapter_MFA.demo.s3_lmft.demo-cross", profile="demo",
+                  metrics={"cosine": cosine})
+    record_result(tmp_path, kind="eval", name="LoRA_Adapter_MFA.demo.s3_lmft.demo", profile="demo",
+                  metrics={"cosine": {"eer_percent": 6.5, "min_dcf_0.01": 0.5}})
+    t = table1_ours(tmp_path)
+    cross = "this project (demo): demo, cross-channel"
+    assert t[cross, "EER (%)"].iloc[1] == "21.15 [16.21, 27.00]"
+    assert t[cross, "minDCF"].iloc[1] == "0.900 [0.850, 0.970]"
+    assert t["this project (demo): demo", "EER (%)"].iloc[1] == 6.5  # no interval recorded: the number
+    html = style_table(t).to_html()
+    assert "21.15 [16.21, 27.00]" in html and "6.50" in html

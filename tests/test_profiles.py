@@ -50,3 +50,33 @@ def test_profile_of_config_is_the_configs_folder(tmp_path):
     (copy / "prune").mkdir(parents=True)
     (copy / "profile.yaml").write_text("profile: paper\n")
     assert profile_of_config(copy / "prune" / "p1_prune.yaml") == "paper"
+
+
+def test_other_trial_lists_of_a_profile_come_after_the_main_one(monkeypatch, tmp_path):
+    import svlib.data.profiles as profiles
+
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "data.yaml").write_text(
+        "train_dir: ${LAB}/train\neval_dir: ${LAB}/eval\ntrials: ${LAB}/o.txt\ntest_name: vox1-o\n"
+        "other_lists:\n  vox1-h:\n    eval_dir: ${LAB}/eval\n    trials: ${LAB}/h.txt\n")
+    for d in ("train", "eval"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "o.txt").write_text("1 a.wav b.wav\n")
+    monkeypatch.setattr(profiles, "config_root", lambda: tmp_path)
+    monkeypatch.setenv("LAB", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"other_lists\.vox1-h\.trials=.*h\.txt"):
+        profiles.profile_data("lab")
+    (tmp_path / "h.txt").write_text("0 a.wav c.wav\n")
+    sets = profiles.profile_data("lab").trial_sets
+    assert [(s.name, s.eval_dir, s.trials) for s in sets] == [
+        ("vox1-o", tmp_path / "eval", tmp_path / "o.txt"), ("vox1-h", tmp_path / "eval", tmp_path / "h.txt")]
+
+
+def test_the_paper_profiles_commented_other_lists_parse_when_uncommented():
+    import yaml
+
+    lines = (config_root() / "paper" / "data.yaml").read_text().splitlines()
+    start = lines.index("# other_lists:")
+    block = "\n".join(line[2:] for line in lines[start:] if line.startswith("# "))
+    lists = yaml.safe_load(block)["other_lists"]
+    assert set(lists) == {"vox1-e", "vox1-h"} and all(set(v) == {"eval_dir", "trials"} for v in lists.values())

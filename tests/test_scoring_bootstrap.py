@@ -117,3 +117,26 @@ def test_bad_input_names_what_was_expected():
     assert trial_speakers([Trial("A-enroll", "x", False)], spk, {"A-enroll": ["e1", "e2"]}) == (["A"], ["B"])
     with pytest.raises(ValueError, match="expected exactly one"):
         trial_speakers([Trial("mix", "x", False)], spk, {"mix": ["e1", "y"]})
+
+
+def test_verdicts_and_difference_tables_call_a_difference_real_only_when_its_interval_excludes_zero():
+    from svlib.scoring.bootstrap import bootstrap_trials
+    from svlib.data.lists import TrialList
+
+    rng = np.random.default_rng(3)
+    scores, labels, enroll, test = _simulate(rng, 20)
+    trials = TrialList([Trial(f"{e}/u{i}", f"{t}/v{i}", bool(y)) for i, (e, t, y) in
+                        enumerate(zip(enroll, test, labels))])
+    utt2spk = {u: u.split("/")[0] for t in trials.trials for u in (t.enroll, t.test)}
+    systems = {"good": scores, "same": scores + rng.normal(0, 1e-3, scores.size), "bad": 0.3 * scores + rng.normal(
+        0, 1.0, scores.size)}
+    boot = bootstrap_trials(systems, trials, utt2spk, n_boot=300, seed=0)
+    assert boot.n_speakers == 20
+    bad = boot.difference("bad", "good")
+    assert bad.excludes_zero and bad.estimate > 0
+    assert boot.verdict("bad", "good").endswith("good is better (the 95 % interval excludes 0)")
+    assert "not a real difference" in boot.verdict("same", "good")
+    table = boot.differences([("bad", "good"), ("same", "good")], metrics=("eer_percent", "min_dcf_0.01"))
+    assert table[("eer_percent", "real")].tolist() == ["yes", "no"]
+    assert table.index.tolist() == ["bad − good", "same − good"]
+    assert table.loc["bad − good", ("eer_percent", "difference [interval]")] == bad.format(2)

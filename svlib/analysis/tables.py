@@ -91,7 +91,8 @@ STAGES = ("s1_freeze", "s2_joint", "s3_lmft", "s3_lmft_after_s1")
 TRAIN_DATA = {"vox2": "VoxCeleb2", "vox2+vb2": "VoxCeleb2 & VoxBlink2", "cnceleb": "CN-Celeb1&2"}
 """Training-data codes of record names and the paper's labels (``train_data`` of the reference CSV)."""
 
-TEST_SETS = {"vox1-o": "Vox1-O", "vox1-e": "Vox1-E", "vox1-h": "Vox1-H", "cnceleb": "CN-Celeb"}
+TEST_SETS = {"vox1-o": "Vox1-O", "vox1-e": "Vox1-E", "vox1-h": "Vox1-H", "cnceleb": "CN-Celeb",
+             "demo-cross": "demo, cross-channel"}
 """Trial-list codes of record names and the paper's labels (``test_set`` of the reference CSV)."""
 
 _SYSTEM = re.compile(r"^(%s)(-pruned\d+)?$" % "|".join(re.escape(s) for s in SYSTEMS))
@@ -204,13 +205,25 @@ def _our_values(results: pd.DataFrame) -> pd.DataFrame:
                     if (value is None or pd.isna(value)) and method == "cosine":
                         value = r.get(key)  # a flat metrics dict: cosine scoring
                     if value is not None and not pd.isna(value):
-                        rows.append({**base, "metric": metric, "calibration": calibration, "ours": float(value)})
+                        low, high = (r.get(f"{column}_{end}", float("nan")) for end in ("low", "high"))
+                        rows.append({**base, "metric": metric, "calibration": calibration, "ours": float(value),
+                                     "low": float(low), "high": float(high)})
         elif r["kind"] == "complexity":
             for key, (metric, scale) in _COMPLEXITY_METRICS.items():
                 value = r.get(key)
                 if value is not None and not pd.isna(value):
                     rows.append({**base, "metric": metric, "calibration": "", "ours": float(value) * scale})
-    return pd.DataFrame(rows, columns=["record", "profile", "metric", "calibration", "ours"])
+    return pd.DataFrame(rows, columns=["record", "profile", "metric", "calibration", "ours", "low", "high"])
+
+
+def _cell(row) -> float | str:
+    """This project's number as a table shows it: the value, or ``"value [low, high]"`` where the record holds its
+    speaker-bootstrap interval (``<metric>_low``/``_high``, :meth:`svlib.scoring.evaluate.Evaluation.add_intervals`)."""
+    low, high = row.get("low", float("nan")), row.get("high", float("nan"))
+    if pd.isna(low) or pd.isna(high):
+        return row["ours"]
+    digits = 3 if row["metric"] == "min_dcf" else 2
+    return f"{row['ours']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def _slot(record: str) -> tuple | None:
@@ -316,7 +329,8 @@ def _ours_by_slot(results_dir) -> pd.DataFrame:
 def _group_label(profile: str, train: str, test: str) -> str:
     """The column group of this project's numbers from ``profile``, trained on ``train``, tested on ``test``."""
     test_label, train_label = TEST_SETS.get(test, test), TRAIN_DATA.get(train, train)
-    return f"this project ({profile}): " + (test_label if train == test else f"{train_label} → {test_label}")
+    same = train == test or test_label.startswith(f"{train_label},")  # "demo" and "demo, cross-channel"
+    return f"this project ({profile}): " + (test_label if same else f"{train_label} → {test_label}")
 
 
 def table1(reference: pd.DataFrame | None = None, test_sets: tuple[str, ...] = ("Vox1-O", "Vox1-E", "Vox1-H")
@@ -372,7 +386,7 @@ def table1_ours(results_dir: str | os.PathLike | None = None, reference: pd.Data
         mine = ours[(ours["system"] == "LoRA_Adapter_MFA") & (ours["stage"] == stage)
                     & (ours["calibration"] == method)]
         for _, r in mine.iterrows():
-            row[(_group_label(r["profile"], r["train"], r["test"]), _METRIC_LABELS[r["metric"]])] = r["ours"]
+            row[(_group_label(r["profile"], r["train"], r["test"]), _METRIC_LABELS[r["metric"]])] = _cell(r)
         out[(_YES_NO[lmft], _YES_NO[calibration])] = row
     table = pd.DataFrame.from_dict(out, orient="index")
     table.index.names = ["LMFT", "calibration"]
@@ -409,11 +423,11 @@ def table2(results_dir: str | os.PathLike | None = None, reference: pd.DataFrame
         for _, m in mine.iterrows():
             if TRAIN_DATA.get(m["train"]) in {b for b, _ in _T2_BLOCKS}:
                 continue  # a paper-profile record sits in the paper's own block, under "this project … → …" below
-            row[(_group_label(m["profile"], m["train"], m["test"]), "EER (%)")] = m["ours"]
+            row[(_group_label(m["profile"], m["train"], m["test"]), "EER (%)")] = _cell(m)
         for _, m in ours[(ours["system"] == slot[0]) & (ours["stage"] == slot[1])
                          & (ours["train"].map(TRAIN_DATA) == r["train_data"])
                          & (ours["test"].map(TEST_SETS) == r["test_set"])].iterrows():
-            row[(f"this project ({m['profile']})", f"{r['train_data']} → {r['test_set']}")] = m["ours"]
+            row[(f"this project ({m['profile']})", f"{r['train_data']} → {r['test_set']}")] = _cell(m)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index = pd.MultiIndex.from_tuples(table.index, names=["model", "variant"])
     table.columns = pd.MultiIndex.from_tuples(table.columns)
@@ -455,7 +469,7 @@ def table3(results_dir: str | os.PathLike | None = None, reference: pd.DataFrame
             mine = ours[(ours["system"] == record) & (ours["stage"] == stage) & (ours["metric"] == "eer")
                         & (ours["calibration"] == "no")]
             for _, m in mine.iterrows():
-                e[(_group_label(m["profile"], m["train"], m["test"]), label)] = m["ours"]
+                e[(_group_label(m["profile"], m["train"], m["test"]), label)] = _cell(m)
         eer[variant] = e
     out = {}
     for name, rows in (("size", size), ("eer", eer)):
@@ -473,9 +487,16 @@ def table3(results_dir: str | os.PathLike | None = None, reference: pd.DataFrame
 
 def style_table(table: pd.DataFrame, digits: int = 2):
     """A pandas ``Styler`` for the book: numbers with ``digits`` decimals (minDCF with 3), a missing number shown as
-    "–", column groups centred."""
-    formats = {c: (lambda v, d=(3 if "minDCF" in str(c) else digits): f"{v:.{d}f}")
-               for c in table.columns if pd.api.types.is_float_dtype(table[c])}
+    "–", text (a value with its interval) as it is, column groups centred."""
+
+    def number(v, d):
+        if isinstance(v, str):
+            return v
+        return "–" if v is None or pd.isna(v) else f"{v:.{d}f}"
+
+    formats = {c: (lambda v, d=(3 if "minDCF" in str(c) else digits): number(v, d))
+               for c in table.columns
+               if pd.api.types.is_float_dtype(table[c]) or table[c].map(lambda v: isinstance(v, float)).any()}
     return (table.style.format(formats, na_rep="–")
             .set_table_styles([{"selector": "th.col_heading", "props": "text-align: center;"}]))
 

@@ -16,7 +16,7 @@ Explained in the book chapter "Scoring and calibration".
 from svlib.data.lists import read_enroll_map, read_key_value, read_trials
 from svlib.scoring.authors import AUTHORS_KEY_MAP, load_authors_checkpoint
 from svlib.scoring.baseline import logmel_embeddings
-from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, speaker_bootstrap, trial_speakers
+from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials, speaker_bootstrap, trial_speakers
 from svlib.scoring.evaluate import Evaluation, evaluate_model, fit_qmf, score_trials
 from svlib.scoring.extract import (
     Segment,
@@ -84,6 +84,8 @@ __all__ = [
     "read_key_value",
     "read_trials",
     "score_trials",
+    "bootstrap_trials",
+    "bootstrap_trials",
     "speaker_bootstrap",
     "trial_quality_features",
     "trial_speakers",

@@ -41,7 +41,8 @@ from svlib.scoring.metrics import _check_inputs, _eer_from_det, _min_dcf_from_de
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Interval", "SpeakerBootstrap", "speaker_bootstrap", "speaker_weights", "trial_speakers"]
+__all__ = ["Interval", "SpeakerBootstrap", "bootstrap_trials", "speaker_bootstrap", "speaker_weights",
+           "trial_speakers"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,33 @@ class SpeakerBootstrap:
         values = self.replicates[system][metric] - self.replicates[baseline][metric]
         return self._interval(estimate, values, level)
 
+    def verdict(self, system: str, baseline: str, metric: str = "eer_percent", level: float | None = None) -> str:
+        """One sentence on ``system`` − ``baseline``: the paired difference with its interval, and whether it is
+        real (the interval excludes 0) — what the book prints instead of calling a difference by eye."""
+        d = self.difference(system, baseline, metric, level)
+        label = "EER (% points)" if metric == "eer_percent" else metric.replace("min_dcf_", "minDCF(") + ")"
+        text = f"{system} − {baseline}, {label}: {d.format(2 if metric == 'eer_percent' else 3)}"
+        if not d.excludes_zero:
+            return f"{text}; not a real difference (the {100 * d.level:g} % interval holds 0)"
+        better = system if d.estimate < 0 else baseline
+        return f"{text}; {better} is better (the {100 * d.level:g} % interval excludes 0)"
+
+    def differences(self, pairs: Sequence[tuple[str, str]], metrics: Sequence[str] = ("eer_percent",),
+                    level: float | None = None) -> pd.DataFrame:
+        """Paired differences ``system − baseline`` for each pair (rows) and metric: ``"estimate [low, high]"`` and
+        whether 0 lies outside the interval (``real``)."""
+        rows = {}
+        for system, baseline in pairs:
+            row = {}
+            for metric in metrics:
+                d = self.difference(system, baseline, metric, level)
+                row[(metric, "difference [interval]")] = d.format(2 if metric == "eer_percent" else 3)
+                row[(metric, "real")] = "yes" if d.excludes_zero else "no"
+            rows[f"{system} − {baseline}"] = row
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.columns = pd.MultiIndex.from_tuples(table.columns)
+        return table
+
     def table(self, digits: int = 2) -> pd.DataFrame:
         """Systems × metrics, each cell ``"estimate [low, high]"``."""
         rows = {s: {m: self.interval(s, m).format(digits if m == "eer_percent" else 3) for m in self.metrics}
@@ -221,3 +249,12 @@ def speaker_bootstrap(
         logger.info("speaker bootstrap: %d resamples without targets or non-targets drawn again", redrawn)
     replicates = {n: {m: v[:, j] for j, m in enumerate(names)} for n, v in values.items()}
     return SpeakerBootstrap(estimates, replicates, level, int(speakers.size), n_boot, names)
+
+
+def bootstrap_trials(scores: Mapping[str, object], trials, utt2spk: Mapping[str, str], **kwargs) -> SpeakerBootstrap:
+    """:func:`speaker_bootstrap` of systems scored on a :class:`~svlib.data.lists.TrialList`: labels and the
+    speakers of both sides are read from the list and ``utt2spk`` (an enrolment id of ``enroll_map`` included);
+    ``kwargs`` go to :func:`speaker_bootstrap` (``n_boot``, ``level``, ``p_targets``, ``seed``)."""
+    enroll, test = trial_speakers(trials.trials, utt2spk, trials.enroll_map)
+    scores = {name: s.numpy() if hasattr(s, "numpy") else s for name, s in scores.items()}
+    return speaker_bootstrap(scores, trials.labels(), enroll, test, **kwargs)

@@ -33,7 +33,7 @@ from svlib.scoring.extract import (
     model_fingerprint,
     probe_duration,
 )
-from svlib.scoring.bootstrap import SpeakerBootstrap, speaker_bootstrap, trial_speakers
+from svlib.scoring.bootstrap import SpeakerBootstrap, bootstrap_trials
 from svlib.scoring.metrics import evaluate_scores
 from svlib.scoring.norm import Cohort, asnorm_scores, cohort_from_shards, make_cohort
 from svlib.scoring.qmf import (
@@ -77,9 +77,7 @@ class Evaluation:
         method, resampled together: each ``metrics[method]`` gains ``<metric>_low`` and ``<metric>_high`` for
         ``eer_percent``, ``min_dcf_0.01`` and ``min_dcf_0.05`` (scalars, so that a results record holds them);
         returns the bootstrap (for paired differences of the methods)."""
-        enroll, test = trial_speakers(trials.trials, utt2spk, trials.enroll_map)
-        scores = {m: s.numpy() if hasattr(s, "numpy") else s for m, s in self.scores.items()}
-        boot = speaker_bootstrap(scores, self.labels, enroll, test, n_boot=n_boot, level=level, seed=seed)
+        boot = bootstrap_trials(self.scores, trials, utt2spk, n_boot=n_boot, level=level, seed=seed)
         for method in self.metrics:
             for metric in boot.metrics:
                 interval = boot.interval(method, metric)
