@@ -114,3 +114,21 @@ def test_our_cells_carry_the_recorded_speaker_bootstrap_interval(tmp_path):
     assert t["this project (demo): demo", "EER (%)"].iloc[1] == 6.5  # no interval recorded: the number
     html = style_table(t).to_html()
     assert "21.15 [16.21, 27.00]" in html and "6.50" in html
+
+
+def test_eer_by_stage_has_one_panel_per_trial_list_with_the_recorded_intervals(tmp_path):
+    from svlib.analysis.tables import eer_by_stage
+    from svlib.book.plots import plot_eer_by_stage
+
+    for test, cosine in (("demo", {"eer_percent": 9.0}),
+                         ("demo-cross", {"eer_percent": 18.1, "eer_percent_low": 12.5, "eer_percent_high": 24.2})):
+        record_result(tmp_path, kind="eval", name=f"LoRA_Adapter_MFA.demo.s3_lmft.{test}", profile="demo",
+                      metrics={"cosine": cosine})
+    panels = eer_by_stage(tmp_path, "demo")
+    assert list(panels) == ["paper, Vox1-O", "this project (demo): demo", "this project (demo): demo, cross-channel"]
+    assert panels["this project (demo): demo"] == {"LoRA_Adapter_MFA, cosine": {"s3_lmft": 9.0}}
+    assert panels["this project (demo): demo, cross-channel"] == {
+        "LoRA_Adapter_MFA, cosine": {"s3_lmft": (18.1, 12.5, 24.2)}}
+    fig = plot_eer_by_stage(panels)
+    bars = [c for c in fig.axes[2].containers]
+    assert len(fig.axes) == 3 and len(bars) == 1

@@ -114,3 +114,24 @@ def test_a_lora_teacher_leaves_every_student_weight_trainable(tmp_path):
     assert all(p.requires_grad for p in trainer.student.parameters())
     in_optimizer = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
     assert all(id(p) in in_optimizer for p in trainer.student.parameters())
+
+
+def test_a_second_seeds_chain_lives_beside_the_first_and_reuses_nothing_of_it(tmp_path):
+    """svlib.book.run.run_seeded_chain: the tagged chain's stages get their own folders and names, its stage 2
+    starts from its own stage 1, and the untagged chain is left as it was."""
+    from svlib.book.run import run_seeded_chain
+
+    write_corpus(tmp_path / "data")
+    s1 = stage_yaml(tmp_path, "s1", epochs=1)
+    s2 = stage_yaml(tmp_path, "s2", epochs=1, init_from=str(tmp_path / "exp" / "s1"))
+    first = run_seeded_chain([s1, s2], 42, profile="test", results_dir=tmp_path / "results")
+    before = (tmp_path / "exp" / "s2" / "model" / "model.safetensors").read_bytes()
+    second = run_seeded_chain([s1, s2], 7, tag="seed7", profile="test", results_dir=tmp_path / "results")
+    assert first == {"s1": tmp_path / "exp" / "s1" / "model", "s2": tmp_path / "exp" / "s2" / "model"}
+    assert second == {"s1": tmp_path / "exp" / "s1-seed7" / "model", "s2": tmp_path / "exp" / "s2-seed7" / "model"}
+    tagged = StageConfig.from_yaml(tmp_path / "exp" / "s2-seed7" / "config.yaml")
+    assert (tagged.name, tagged.seed, tagged.init_from) == ("s2-seed7", 7, str(tmp_path / "exp" / "s1-seed7"))
+    assert (tmp_path / "exp" / "s2" / "model" / "model.safetensors").read_bytes() == before
+    a, b = load_model(first["s1"]), load_model(second["s1"])
+    assert not torch.equal(a.head.state_dict()[next(iter(a.head.state_dict()))],
+                           b.head.state_dict()[next(iter(b.head.state_dict()))])

@@ -505,7 +505,9 @@ def eer_by_stage(results_dir: str | os.PathLike | None = None, profile: str = "d
                  reference: pd.DataFrame | None = None) -> dict[str, dict[str, dict[str, float]]]:
     """The EER after joint fine-tuning and after LMFT of the unpruned and the pruned LoRA_Adapter_MFA: the paper's
     (Table 3, Vox1-O) and ``profile``'s (each recorded trial list, cosine and AS-norm + QMF), as
-    :func:`svlib.book.plots.plot_eer_by_stage` draws them: ``{panel: {line: {stage: EER %}}}``."""
+    :func:`svlib.book.plots.plot_eer_by_stage` draws them: ``{panel: {line: {stage: EER %}}}``, one panel for the
+    paper and one per trial list of ``profile`` (:func:`_group_label`). A recorded interval makes the value
+    ``(EER, low, high)``."""
     ref = paper_reference() if reference is None else reference
     paper = {}
     for system in ("LoRA_Adapter_MFA", "LoRA_Adapter_MFA-pruned80"):
@@ -514,11 +516,15 @@ def eer_by_stage(results_dir: str | os.PathLike | None = None, profile: str = "d
     ours = _ours_by_slot(results_dir)
     ours = ours[(ours["profile"] == profile) & (ours["metric"] == "eer")
                 & ours["system"].str.startswith("LoRA_Adapter_MFA") & ours["stage"].isin(["s2_joint", "s3_lmft"])]
-    lines: dict[str, dict[str, float]] = {}
+    panels: dict[str, dict[str, dict[str, float]]] = {"paper, Vox1-O": paper}
     for _, r in ours.iterrows():
         method = "cosine" if r["calibration"] == "no" else "AS-norm + QMF"
-        lines.setdefault(f"{r['system']}, {method}", {})[r["stage"]] = r["ours"]
-    return {"paper, Vox1-O": paper, f"this project ({profile} profile)": lines}
+        lines = panels.setdefault(_group_label(r["profile"], r["train"], r["test"]), {})
+        value = r["ours"] if pd.isna(r["low"]) or pd.isna(r["high"]) else (r["ours"], r["low"], r["high"])
+        lines.setdefault(f"{r['system']}, {method}", {})[r["stage"]] = value
+    order = {"cosine": 0, "AS-norm + QMF": 1}
+    return {panel: dict(sorted(lines.items(), key=lambda item: (item[0].split(", ")[0], order.get(
+        item[0].split(", ")[-1], 2)))) for panel, lines in panels.items()}
 
 
 def complexity_points(results_dir: str | os.PathLike | None = None, profile: str = "demo",

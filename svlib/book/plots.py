@@ -542,15 +542,18 @@ def plot_eer_by_stage(series: dict, title: str = ""):
     """EER after each training stage, one line per system and scoring, one panel per source (paper, this run).
 
     Args:
-        series: ``{panel title: {line label: {stage: EER in %}}}``.
+        series: ``{panel title: {line label: {stage: EER in %}}}``; a value ``(EER, low, high)`` is drawn with
+            its interval as an error bar.
     """
     fig, axes = plt.subplots(len(series), 1, figsize=(MAX_WIDTH_IN, 3.0 * len(series)), constrained_layout=True,
                              squeeze=False)
     for ax, (panel, lines) in zip(axes[:, 0], series.items()):
         stages = sorted({s for line in lines.values() for s in line}, key=lambda s: s.split("_")[0])
         for i, (label, values) in enumerate(lines.items()):
-            xs = [stages.index(s) for s in values]
-            ax.plot(xs, list(values.values()), "o-", color=f"C{i}", label=label)
+            xs = np.array([stages.index(s) for s in values]) + 0.04 * (i - (len(lines) - 1) / 2)  # bars side by side
+            points = [v if isinstance(v, tuple) else (v, v, v) for v in values.values()]
+            eer, low, high = (np.array(c, dtype=float) for c in zip(*points))
+            ax.errorbar(xs, eer, yerr=[eer - low, high - eer], fmt="o-", color=f"C{i}", capsize=3, label=label)
         ax.set_xticks(range(len(stages)), stages)
         ax.set_ylabel("EER (%)")
         ax.set_title(panel, fontsize=10)

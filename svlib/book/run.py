@@ -43,6 +43,7 @@ __all__ = [
     "check_required_paths",
     "required_paths",
     "run_book",
+    "run_seeded_chain",
     "run_stage",
     "toc_chapters",
 ]
@@ -427,3 +428,28 @@ def run_stage(command: str, config: str | os.PathLike, *, gpus: int = 1, overrid
     else:
         exp_dir = DistillConfig.from_yaml(config, overrides).exp_dir
     return Path(exp_dir) / "model"
+
+
+def run_seeded_chain(configs: Sequence[str | os.PathLike], seed: int, *, tag: str | None = None,
+                     overrides: Mapping | None = None, **kwargs) -> dict[str, Path]:
+    """Run SV stages in order (each YAML's ``init_from`` naming an earlier stage of the list) with ``seed``.
+
+    With ``tag`` (e.g. ``"seed7"``) each stage runs as ``<name>-<tag>`` in ``<exp_dir>-<tag>``, and an ``init_from``
+    that points at an earlier stage of the chain points at that stage's tagged folder instead: a second seed's chain
+    lives beside the first and reuses nothing of it (and its ``train`` records do not replace the first chain's).
+    ``kwargs`` go to :func:`run_stage` (``gpus``, ``reuse``, ``profile``, ``results_dir``). Returns
+    ``{stage name: model directory}`` in chain order.
+    """
+    models: dict[str, Path] = {}
+    moved: dict[Path, Path] = {}  # untagged exp_dir -> tagged exp_dir of the stages run so far
+    for config in configs:
+        stage_overrides = {**dict(overrides or {}), "seed": seed}
+        stage = StageConfig.from_yaml(config, stage_overrides)
+        if tag:
+            exp_dir = Path(f"{stage.exp_dir}-{tag}")
+            stage_overrides.update({"name": f"{stage.name}-{tag}", "exp_dir": str(exp_dir)})
+            if stage.init_from and Path(stage.init_from) in moved:
+                stage_overrides["init_from"] = str(moved[Path(stage.init_from)])
+            moved[Path(stage.exp_dir)] = exp_dir
+        models[stage.name] = run_stage("train", config, overrides=stage_overrides, **kwargs)
+    return models

@@ -17,6 +17,7 @@ from svlib.data.lists import read_enroll_map, read_key_value, read_trials
 from svlib.scoring.authors import AUTHORS_KEY_MAP, load_authors_checkpoint
 from svlib.scoring.baseline import logmel_embeddings
 from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials, speaker_bootstrap, trial_speakers
+from svlib.scoring.compare import Comparison, compare_systems
 from svlib.scoring.evaluate import Evaluation, evaluate_model, fit_qmf, score_trials
 from svlib.scoring.extract import (
     Segment,
@@ -51,6 +52,7 @@ __all__ = [
     "AUTHORS_KEY_MAP",
     "ASNormResult",
     "CalibrationSet",
+    "Comparison",
     "Evaluation",
     "Interval",
     "SpeakerBootstrap",
@@ -85,6 +87,7 @@ __all__ = [
     "read_trials",
     "score_trials",
     "bootstrap_trials",
+    "compare_systems",
     "bootstrap_trials",
     "speaker_bootstrap",
     "trial_quality_features",

@@ -78,13 +78,19 @@ class Evaluation:
         ``eer_percent``, ``min_dcf_0.01`` and ``min_dcf_0.05`` (scalars, so that a results record holds them);
         returns the bootstrap (for paired differences of the methods)."""
         boot = bootstrap_trials(self.scores, trials, utt2spk, n_boot=n_boot, level=level, seed=seed)
+        self.take_intervals(boot, seed)
+        return boot
+
+    def take_intervals(self, boot: SpeakerBootstrap, seed: int, names: Mapping[str, str] | None = None) -> None:
+        """Copy each method's intervals from ``boot`` (drawn with ``seed``) into :attr:`metrics`; ``names`` maps a
+        method to its name in ``boot`` (default: the method's own)."""
         for method in self.metrics:
+            name = (names or {}).get(method, method)
             for metric in boot.metrics:
-                interval = boot.interval(method, metric)
+                interval = boot.interval(name, metric)
                 self.metrics[method][f"{metric}_low"] = interval.low
                 self.metrics[method][f"{metric}_high"] = interval.high
-        self.bootstrap = {"speakers": boot.n_speakers, "resamples": n_boot, "level": level, "seed": seed}
-        return boot
+        self.bootstrap = {"speakers": boot.n_speakers, "resamples": boot.n_boot, "level": boot.level, "seed": seed}
 
     def to_dict(self) -> dict:
         """JSON-ready summary (metrics, cohort size, QMF weights, bootstrap settings); scores are left out."""

@@ -1,0 +1,160 @@
+"""Several systems on several trial lists, each number with its speaker-bootstrap interval and each comparison with
+its paired interval: what the book prints wherever it compares (:func:`compare_systems`).
+
+A system is a speaker model (scored by :func:`~svlib.scoring.evaluate.evaluate_model`: cosine, and AS-norm + QMF
+when a cohort is given) or an embedding function ``embed(wav_scp) -> {utt: embedding}`` (scored by cosine; the
+log-mel mean baseline, :func:`~svlib.scoring.baseline.logmel_embeddings`). Every system and scoring method of one
+list is bootstrapped together (:func:`~svlib.scoring.bootstrap.bootstrap_trials`, the same speaker resamples), so
+any two of them can be compared by a paired difference, which is real only when its interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from svlib.data.lists import read_key_value, read_trials
+from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials
+from svlib.scoring.evaluate import Evaluation, evaluate_model, score_trials
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Comparison", "compare_systems"]
+
+_LABELS = {"eer_percent": "EER (%)", "min_dcf_0.01": "minDCF(0.01)", "min_dcf_0.05": "minDCF(0.05)"}
+
+
+def _key(system: str, method: str) -> str:
+    """The bootstrap's name of ``system`` scored by ``method``: the system alone for cosine scoring."""
+    return system if method == "cosine" else f"{system}, {method}"
+
+
+@dataclass
+class Comparison:
+    """The evaluations of systems on trial lists and one speaker bootstrap per list (:func:`compare_systems`)."""
+
+    evaluations: dict[str, dict[str, Evaluation]]
+    """``{list: {system: Evaluation}}``; each evaluation's metrics hold ``<metric>_low`` / ``_high``."""
+    bootstraps: dict[str, SpeakerBootstrap]
+    """``{list: bootstrap}`` of every (system, method), named ``system`` (cosine) or ``"system, method"``."""
+
+    @property
+    def lists(self) -> list[str]:
+        return list(self.evaluations)
+
+    def interval(self, trial_list: str, system: str, method: str = "cosine", metric: str = "eer_percent") -> Interval:
+        """The metric of ``system`` scored by ``method`` on ``trial_list``, with its interval."""
+        return self._boot(trial_list).interval(_key(system, method), metric)
+
+    def difference(self, trial_list: str, system: str, baseline: str, metric: str = "eer_percent",
+                   method: str = "cosine", baseline_method: str | None = None) -> Interval:
+        """``system`` − ``baseline`` on ``trial_list``, paired over the same speaker resamples."""
+        return self._boot(trial_list).difference(_key(system, method), _key(baseline, baseline_method or method),
+                                                 metric)
+
+    def verdict(self, trial_list: str, system: str, baseline: str, metric: str = "eer_percent",
+                method: str = "cosine", baseline_method: str | None = None) -> str:
+        """:meth:`~svlib.scoring.bootstrap.SpeakerBootstrap.verdict` on ``trial_list``."""
+        return self._boot(trial_list).verdict(_key(system, method), _key(baseline, baseline_method or method), metric)
+
+    def _boot(self, trial_list: str) -> SpeakerBootstrap:
+        if trial_list not in self.bootstraps:
+            raise KeyError(f"no trial list {trial_list!r}; compared on: {self.lists}")
+        return self.bootstraps[trial_list]
+
+    def table(self, metrics: Sequence[str] = ("eer_percent", "min_dcf_0.01"),
+              methods: Sequence[str] | None = None) -> pd.DataFrame:
+        """Rows ``(system, scoring)``, columns ``(list, metric)``, each cell ``"estimate [low, high]"``; ``methods``
+        keeps only those scorings (default: every one a system has)."""
+        rows: dict[tuple[str, str], dict] = {}
+        for name, evaluations in self.evaluations.items():
+            boot = self.bootstraps[name]
+            for system, evaluation in evaluations.items():
+                for method in evaluation.metrics:
+                    if methods is not None and method not in methods:
+                        continue
+                    row = rows.setdefault((system, method), {})
+                    for metric in metrics:
+                        row[(name, _LABELS.get(metric, metric))] = boot.interval(_key(system, method), metric).format(
+                            2 if metric == "eer_percent" else 3)
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.index = pd.MultiIndex.from_tuples(table.index, names=["system", "scoring"])
+        table.columns = pd.MultiIndex.from_tuples(table.columns)
+        return table.fillna("–")
+
+    def differences(self, pairs: Sequence[tuple[str, str]], metric: str = "eer_percent",
+                    method: str = "cosine") -> pd.DataFrame:
+        """Rows ``"system − baseline"`` for each pair (both scored by ``method``), columns ``(list, "difference
+        [interval]" | "real")``: the paired difference of ``metric`` and whether its interval excludes 0."""
+        rows: dict[str, dict] = {}
+        for system, baseline in pairs:
+            row = rows.setdefault(f"{system} − {baseline}", {})
+            for name in self.lists:
+                d = self.difference(name, system, baseline, metric, method)
+                row[(name, "difference [interval]")] = d.format(2 if metric == "eer_percent" else 3)
+                row[(name, "real")] = "yes" if d.excludes_zero else "no"
+        table = pd.DataFrame.from_dict(rows, orient="index")
+        table.columns = pd.MultiIndex.from_tuples(table.columns)
+        return table
+
+
+def compare_systems(
+    systems: Mapping[str, torch.nn.Module | Callable[[Mapping[str, str]], Mapping[str, torch.Tensor]]],
+    trial_sets: Sequence,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    progress: bool = False,
+    **evaluate_kwargs,
+) -> Comparison:
+    """Score ``systems`` on every trial list of ``trial_sets`` and bootstrap each list over its speakers.
+
+    Args:
+        systems: ``{name: model}`` (:func:`~svlib.scoring.evaluate.evaluate_model` with ``evaluate_kwargs``, e.g.
+            ``cohort_dir`` for AS-norm + QMF, and ``cache_dir``, which gets one sub-folder per system so that each
+            model's cohort embeddings are computed once for all lists) or ``{name: embed}``, a function from a ``wav.scp`` mapping to embeddings (cosine scoring).
+        trial_sets: objects with ``name``, ``eval_dir`` (``wav.scp`` + ``utt2spk``) and ``trials``
+            (:attr:`svlib.data.profiles.ProfileData.trial_sets`).
+        n_boot, seed, level: the speaker bootstrap (:func:`~svlib.scoring.bootstrap.speaker_bootstrap`).
+        progress: progress bars of the embedding extraction.
+    """
+    if not systems:
+        raise ValueError("no system to compare; expected {name: model or embedding function}")
+    cache_dir = evaluate_kwargs.pop("cache_dir", None)
+    evaluations: dict[str, dict[str, Evaluation]] = {}
+    bootstraps: dict[str, SpeakerBootstrap] = {}
+    for trial_set in trial_sets:
+        name, eval_dir = str(trial_set.name), Path(trial_set.eval_dir)
+        if name in evaluations:
+            raise ValueError(f"two trial lists are called {name!r}; give each its own name")
+        trials = read_trials(trial_set.trials)
+        wav_scp = read_key_value(eval_dir / "wav.scp", "wav.scp")
+        utt2spk = read_key_value(eval_dir / "utt2spk", "utt2spk")
+        needed = {u: wav_scp[u] for u in sorted(trials.utterances())}
+        evaluations[name] = {}
+        for system, scorer in systems.items():
+            if isinstance(scorer, torch.nn.Module):
+                cache = None if cache_dir is None else Path(cache_dir) / re.sub(r"[^\w.-]+", "_", system)
+                result = evaluate_model(scorer, eval_dir, trials, progress=progress, cache_dir=cache,
+                                        **evaluate_kwargs)
+            elif callable(scorer):
+                result = score_trials(scorer(needed), trials)
+            else:
+                raise TypeError(f"system {system!r} is a {type(scorer).__name__}; expected a speaker model or an "
+                                "embedding function")
+            evaluations[name][system] = result
+        scores = {_key(s, m): v for s, e in evaluations[name].items() for m, v in e.scores.items()}
+        boot = bootstrap_trials(scores, trials, utt2spk, n_boot=n_boot, seed=seed, level=level)
+        for system, result in evaluations[name].items():
+            result.take_intervals(boot, seed, {m: _key(system, m) for m in result.metrics})
+        bootstraps[name] = boot
+        logger.info("compared %d systems on %s (%d trials, %d speakers)", len(systems), name, len(trials.trials),
+                    boot.n_speakers)
+    return Comparison(evaluations, bootstraps)

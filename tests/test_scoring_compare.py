@@ -1,0 +1,85 @@
+"""svlib.scoring.compare: systems on several trial lists, with speaker-bootstrap intervals and paired differences."""
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from svlib.data.lists import read_key_value, read_trials
+from svlib.model import SpeakerModel
+from svlib.scoring import compare_systems, cosine_scores, logmel_embeddings, speaker_bootstrap, trial_speakers
+from test_train import write_corpus
+
+
+def _trial_set(root, name, pairs):
+    lines = [f"{e} {t} {'target' if e.split('-')[0] == t.split('-')[0] else 'nontarget'}" for e, t in pairs]
+    path = root / f"{name}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return SimpleNamespace(name=name, eval_dir=root, trials=path)
+
+
+@pytest.fixture(scope="module")
+def lists(tmp_path_factory):
+    root = write_corpus(tmp_path_factory.mktemp("compare") / "eval", speakers=6, utts=3, seconds=1.0)
+    utts = sorted(read_key_value(root / "wav.scp"))
+    pairs = list(itertools.combinations(utts, 2))
+    return [_trial_set(root, "all", pairs), _trial_set(root, "half", pairs[::2])]
+
+
+def test_each_system_gets_the_intervals_of_its_own_bootstrap_and_pairs_are_paired(lists):
+    torch.manual_seed(0)
+    model = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    comparison = compare_systems({"log-mel mean": logmel_embeddings, "untrained": model}, lists, n_boot=200, seed=3)
+    assert comparison.lists == ["all", "half"]
+    for trial_set in lists:
+        trials = read_trials(trial_set.trials)
+        utt2spk = read_key_value(trial_set.eval_dir / "utt2spk")
+        enroll, test = trial_speakers(trials.trials, utt2spk)
+        wav_scp = read_key_value(trial_set.eval_dir / "wav.scp")
+        alone = cosine_scores(logmel_embeddings(wav_scp), trials).numpy()
+        # bootstrapped alone with the same seed: the same resamples, so the same interval
+        expected = speaker_bootstrap(alone, trials.labels(), enroll, test, n_boot=200, seed=3).interval("system")
+        got = comparison.interval(trial_set.name, "log-mel mean")
+        assert (got.estimate, got.low, got.high) == pytest.approx((expected.estimate, expected.low, expected.high))
+        metrics = comparison.evaluations[trial_set.name]["log-mel mean"].metrics["cosine"]
+        assert (metrics["eer_percent_low"], metrics["eer_percent_high"]) == pytest.approx((got.low, got.high))
+        d = comparison.difference(trial_set.name, "untrained", "log-mel mean")
+        a, b = (comparison.bootstraps[trial_set.name].replicates[s]["eer_percent"] for s in ("untrained", "log-mel mean"))
+        assert (d.low, d.high) == pytest.approx(tuple(np.quantile(a - b, [0.025, 0.975])))
+        assert comparison.verdict(trial_set.name, "untrained", "log-mel mean").startswith("untrained − log-mel mean")
+    table = comparison.table()
+    assert table.index.tolist() == [("log-mel mean", "cosine"), ("untrained", "cosine")]
+    assert table.columns.tolist() == [(n, m) for n in ("all", "half") for m in ("EER (%)", "minDCF(0.01)")]
+    diffs = comparison.differences([("untrained", "log-mel mean")])
+    d = comparison.difference("all", "untrained", "log-mel mean")
+    assert diffs.loc["untrained − log-mel mean", ("all", "real")] == ("yes" if d.excludes_zero else "no")
+    assert diffs.loc["untrained − log-mel mean", ("all", "difference [interval]")] == d.format(2)
+
+
+def test_bad_systems_and_duplicate_list_names_are_named(lists):
+    with pytest.raises(TypeError, match="system 'x' is a int"):
+        compare_systems({"x": 3}, lists[:1], n_boot=10)
+    with pytest.raises(ValueError, match="two trial lists are called 'all'"):
+        compare_systems({"log-mel mean": logmel_embeddings}, [lists[0], lists[0]], n_boot=10)
+    with pytest.raises(KeyError, match="no trial list 'nope'"):
+        compare_systems({"log-mel mean": logmel_embeddings}, lists[:1], n_boot=10).interval("nope", "log-mel mean")
+
+
+def test_models_share_a_cache_folder_by_system_and_reuse_it_across_lists(lists, tmp_path):
+    torch.manual_seed(0)
+    a = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    torch.manual_seed(1)
+    b = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    root = lists[0].eval_dir
+    first = compare_systems({"a": a, "b b": b}, lists, n_boot=20, cohort_dir=root, calibration_trials=40,
+                            cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b_b"]
+    again = compare_systems({"a": a, "b b": b}, lists, n_boot=20, cohort_dir=root, calibration_trials=40,
+                            cache_dir=tmp_path)
+    for name in ("all", "half"):
+        for system in ("a", "b b"):
+            assert set(first.evaluations[name][system].metrics) == {"cosine", "asnorm", "asnorm+qmf"}
+            for method, s in first.evaluations[name][system].scores.items():
+                torch.testing.assert_close(again.evaluations[name][system].scores[method], s)
