@@ -1,4 +1,5 @@
-"""``svlib params``: the structure columns of Tables 2 and 3 (parameters, MACs, FLOPs) at full size."""
+"""``svlib params``: the structure columns of Tables 2 and 3 (parameters, MACs, FLOPs) at full size; ``svlib export``:
+a saved speaker model as ONNX (:mod:`svlib.model.export`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from svlib.analysis.complexity import (
     structure_complexity,
     table2_complexity,
 )
+from svlib.model import load_model
+from svlib.model.export import export_onnx
 from svlib.model.structure import load_structure
 from svlib.pruning.params import structure_sparsity
 
@@ -26,6 +29,12 @@ def add_parser(sub) -> None:
     p.add_argument("--structure", metavar="FILE",
                    help="count a pruned structure (JSON, authors' format) with the Adapter-MFA head: Table 3's row")
     p.set_defaults(func=_cmd_params)
+
+    p = sub.add_parser("export", help="a saved speaker model (encoder + head) as ONNX, for onnxruntime")
+    p.add_argument("--model", required=True, help="a saved svlib model directory (config.json + model.safetensors)")
+    p.add_argument("--out", required=True, help="the .onnx file to write (atomically)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the matrix multiplications")
+    p.set_defaults(func=_cmd_export)
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
@@ -90,4 +99,12 @@ def _cmd_params_structure(args: argparse.Namespace) -> int:
         f"{f'{enc_m:g}+{head_m:g}M':>12}{PAPER_TABLE3_PRUNED['macs_g']:>9.2f}{PAPER_TABLE3_PRUNED['flops_g']:>9.2f}"
     )
     print(f"MACs: encoder {r.encoder_macs / 1e9:.2f}G + head {r.head_macs / 1e9:.2f}G")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    if not str(args.out).endswith(".onnx"):
+        raise SystemExit(f"svlib export: --out {args.out}: expected a file name ending in .onnx")
+    path = export_onnx(load_model(args.model), args.out, int8=args.int8)
+    print(f"wrote {path} ({'int8' if args.int8 else 'fp32'}); run it with svlib embed --model {path}")
     return 0

@@ -29,6 +29,7 @@ from svlib.core.results import record_result
 from svlib.data.lists import read_key_value, read_trials
 from svlib.data.profiles import profile_cohort_dir
 from svlib.model import load_model
+from svlib.model.export import OnnxSpeakerModel
 from svlib.scoring.authors import load_authors_checkpoint
 from svlib.scoring.evaluate import calibration_crops, fit_qmf, score_trials, utterance_durations
 from svlib.scoring.extract import embedding_cache, extract_cached, model_fingerprint
@@ -45,8 +46,16 @@ __all__ = ["add_parser"]
 # Shared steps
 # ----------------------------------------------------------------------------------------------------------------
 def _load_speaker_model(args: argparse.Namespace):
-    """A saved svlib model directory, or an authors' ``model_*.pth`` (read with the authors' key layout)."""
+    """A saved svlib model directory, an exported ``.onnx`` file (run by onnxruntime), or an authors'
+    ``model_*.pth`` (read with the authors' key layout)."""
     path = Path(args.model)
+    onnx = path.suffix == ".onnx"
+    if args.backend == "onnx" and not onnx:
+        raise SystemExit(f"--backend onnx: --model {path} is not an .onnx file; write one with svlib export")
+    if onnx:
+        if args.backend == "torch":
+            raise SystemExit(f"--backend torch: --model {path} is an ONNX file; give the model directory")
+        return OnnxSpeakerModel(path)
     if path.is_file() and path.suffix in (".pth", ".pt"):
         return load_authors_checkpoint(path, args.encoder_config, trust_pickle=args.trust_pickle)
     return load_model(path)
@@ -69,6 +78,9 @@ def _add_extraction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda:LOCAL_RANK if available, else cpu)")
     p.add_argument("--no-bf16", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="torch: a model directory; onnx: an exported .onnx file run by onnxruntime on the CPU "
+                   "(svlib export); auto (default): by --model")
     p.add_argument("--encoder-config", default="w2v-bert-2.0", help="encoder config for an authors' .pth model")
     p.add_argument("--trust-pickle", action="store_true", help="allow pickled objects in an authors' .pth file")
 

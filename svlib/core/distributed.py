@@ -14,7 +14,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-__all__ = ["barrier", "broadcast_object", "init_distributed", "local_device", "rank_and_world_size"]
+__all__ = ["barrier", "broadcast_object", "init_distributed", "local_device", "module_device", "rank_and_world_size"]
 
 TIMEOUT = timedelta(hours=2)
 """How long a rank waits for the others at a barrier before failing (torch's default is 10 min with NCCL): when
@@ -27,6 +27,14 @@ def rank_and_world_size() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where ``module`` lives: the device of its first parameter, else of its first buffer, else the CPU (an
+    exported model run by onnxruntime has no parameters)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def local_device() -> torch.device:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from svlib.data.lists import TrialList, read_key_value, read_trials
-from svlib.core.distributed import init_distributed
+from svlib.core.distributed import init_distributed, module_device
 from svlib.scoring.extract import (
     Segment,
     ShardCache,
@@ -292,7 +292,7 @@ def evaluate_model(
             raise KeyError(f"{cohort_dir}/wav.scp lacks {len(missing)} utterances of its utt2spk, e.g. {missing[:5]}")
     elif qmf:
         logger.info("no cohort_dir: cosine scoring only")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else module_device(model)
     rank, _ = init_distributed(device)
     settings = dict(shard_size=shard_size, batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
                     progress=progress, model_id=model_fingerprint(model))

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from svlib.core.atomic import atomic_write
 from svlib.frontend.audio import AudioError, load_audio
 from svlib.data.lists import Trial
-from svlib.core.distributed import barrier, broadcast_object, init_distributed
+from svlib.core.distributed import barrier, broadcast_object, init_distributed, module_device
 
 logger = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ def extract_embeddings(
     """
     if max_seconds <= 0:
         raise ValueError(f"max_seconds={max_seconds!r} must be positive")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else module_device(model)
     sources = {utt: _as_segment(src) for utt, src in utt2path.items()}
     durations = {
         utt: min(float(utt2dur[utt]) if utt2dur is not None and utt in utt2dur else probe_duration(src), max_seconds)
@@ -474,7 +474,7 @@ def extract_to_shards(
     if not utt2path:
         raise ValueError(f"no utterances to embed into {cache_dir}")
     cache_dir = Path(cache_dir)
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = torch.device(device) if device is not None else module_device(model)
     rank, world_size = init_distributed(device)
     sources = {key: _as_segment(utt2path[key]) for key in sorted(utt2path)}
     keys = list(sources)
