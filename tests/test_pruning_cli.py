@@ -65,5 +65,6 @@ def test_paired_ratio_divides_the_runs_of_each_round():
     times = {"a": {"times": [2.0, 4.0, 9.0]}, "b": {"times": [1.0, 1.0, 3.0]}}
     r = paired_ratio(times, "a", "b")
     assert r["ratios"] == [2.0, 4.0, 3.0] and r["median"] == 3.0 and (r["min"], r["max"]) == (2.0, 4.0)
+    assert (r["q1"], r["q3"]) == (2.5, 3.5)  # the interquartile range of the per-round ratios
     with pytest.raises(ValueError):
         paired_ratio({"a": {"times": [1.0]}, "b": {"times": [1.0, 2.0]}}, "a", "b")

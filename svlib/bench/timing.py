@@ -10,6 +10,8 @@ import statistics
 import time
 from typing import Callable, Mapping
 
+import numpy as np
+
 __all__ = ["interleaved_times", "paired_ratio"]
 
 
@@ -18,7 +20,7 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int = 3,
     ``warmup`` untimed rounds.
 
     Returns:
-        ``{name: {"min": fastest, "median": median, "times": [per round]}}``.
+        ``{name: {"min": fastest, "median": median, "q1": 25th, "q3": 75th percentile, "times": [per round]}}``.
     """
     times: dict[str, list[float]] = {name: [] for name in fns}
     for round_ in range(warmup + repeats):
@@ -27,14 +29,22 @@ def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int = 3,
             fn()
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - start)
-    return {name: {"min": min(t), "median": statistics.median(t), "times": t} for name, t in times.items()}
+    return {name: {"min": min(t), "median": statistics.median(t), **_quartiles(t), "times": t}
+            for name, t in times.items()}
 
 
 def paired_ratio(times: dict, numerator: str, denominator: str) -> dict:
     """The ratio ``numerator / denominator`` of the runs of one round, over the rounds of :func:`interleaved_times`.
 
-    Pairing by round cancels a load change that slows a whole round. Returns ``{"median", "min", "max", "ratios"}``
-    (the spread is ``min`` … ``max``).
+    Pairing by round cancels a load change that slows a whole round. Returns ``{"median", "q1", "q3", "min", "max",
+    "ratios"}``: the median with its interquartile range (``q1`` … ``q3``, linear interpolation) and the extremes.
     """
     ratios = [a / b for a, b in zip(times[numerator]["times"], times[denominator]["times"], strict=True)]
-    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios), "ratios": ratios}
+    return {"median": statistics.median(ratios), **_quartiles(ratios), "min": min(ratios), "max": max(ratios),
+            "ratios": ratios}
+
+
+def _quartiles(values: list[float]) -> dict:
+    """25th and 75th percentiles (linear interpolation between order statistics, numpy's default)."""
+    q1, q3 = np.percentile(values, [25, 75])
+    return {"q1": float(q1), "q3": float(q3)}
