@@ -68,3 +68,20 @@ def test_paired_ratio_divides_the_runs_of_each_round():
     assert (r["q1"], r["q3"]) == (2.5, 3.5)  # the interquartile range of the per-round ratios
     with pytest.raises(ValueError):
         paired_ratio({"a": {"times": [1.0]}, "b": {"times": [1.0, 2.0]}}, "a", "b")
+
+
+def test_cli_bench_prune_speedup_at_the_lengths_asked_for(tmp_path, capsys):
+    """--lengths: the MACs grow faster than the length (relative-position attention is quadratic in frames)."""
+    config = encoder_config("tiny").to_dict()
+    structure = PrunedStructure(ffn=[(64, 32), (0, 8), (16, 16), (4, 0)], heads=[1, 0, 2, 4], conv=[8, 16, 0, 64],
+                                config=config)
+    path = structure.save(tmp_path / "tiny_structure.json")
+    assert main(["bench", "prune-speedup", "--structure", str(path), "--repeats", "2", "--lengths", "1", "10"]) == 0
+    text = capsys.readouterr().out
+    assert "1 s: full" in text and "10 s: full" in text and "IQR" in text
+    assert main(["bench", "prune-speedup", "--structure", str(path), "--repeats", "1", "--lengths", "1", "10",
+                 "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [r["seconds"] for r in rows] == [1.0, 10.0]
+    per_frame = [r["full_gmacs"] / r["frames"] for r in rows]
+    assert per_frame[1] > 1.01 * per_frame[0], "MACs per frame grow with the length (attention)"

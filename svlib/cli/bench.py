@@ -23,6 +23,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=8, help="utterances per batch (default 8)")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per utterance (default 4)")
     p.add_argument("--repeats", type=int, default=7, help="timed runs; the median is reported (default 7)")
+    p.add_argument("--lengths", type=float, nargs="+", default=[1.0, 4.0], metavar="SECONDS",
+                   help="prune-speedup: input lengths in seconds (default 1 4; e.g. 1 4 10 30 to see the quadratic "
+                   "attention)")
     p.add_argument("--threads", type=int, default=None,
                    help="prune-speedup: CPU threads for the timed forwards (default: torch's; 1 on a busy machine)")
     p.set_defaults(func=_cmd_bench)
@@ -34,15 +37,17 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif args.benchmark == "extract":
         result = bench_extract(seconds=(4, 10), repeats=args.repeats)
     elif args.benchmark == "prune-speedup":
-        result = bench_prune_speedup(args.structure, seconds=(1.0, 4.0), repeats=args.repeats, threads=args.threads)
+        result = bench_prune_speedup(args.structure, seconds=tuple(args.lengths), repeats=args.repeats,
+                                     threads=args.threads)
         if not args.json:
             print(f"full {result['full_params']:,} vs pruned {result['pruned_params']:,} parameters "
                   f"(sparsity {result['sparsity']:.1%}), structure {result['structure']}")
             print(f"CPU, {result['threads']} threads, batch 1, median of {result['repeats']} runs")
             for r in result["rows"]:
+                paired = r["speedup_paired"]
                 print(f"{r['seconds']:g} s: full {r['full_s']:.3f} s, pruned {r['pruned_s']:.3f} s, "
-                      f"speed-up {r['speedup']:.2f}x, MAC ratio {r['mac_ratio']:.2f}x "
-                      f"({r['full_gmacs']:.2f}G / {r['pruned_gmacs']:.2f}G)")
+                      f"speed-up {paired['median']:.2f}x (paired, IQR {paired['q1']:.2f}-{paired['q3']:.2f}), "
+                      f"MAC ratio {r['mac_ratio']:.2f}x ({r['full_gmacs']:.2f}G / {r['pruned_gmacs']:.2f}G)")
             return 0
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0
