@@ -495,8 +495,7 @@ def style_table(table: pd.DataFrame, digits: int = 2):
         return "–" if v is None or pd.isna(v) else f"{v:.{d}f}"
 
     formats = {c: (lambda v, d=(3 if "minDCF" in str(c) else digits): number(v, d))
-               for c in table.columns
-               if pd.api.types.is_float_dtype(table[c]) or table[c].map(lambda v: isinstance(v, float)).any()}
+               for c in table.columns if table[c].map(lambda v: isinstance(v, float)).any()}
     return (table.style.format(formats, na_rep="–")
             .set_table_styles([{"selector": "th.col_heading", "props": "text-align: center;"}]))
 
@@ -517,14 +516,13 @@ def eer_by_stage(results_dir: str | os.PathLike | None = None, profile: str = "d
     ours = ours[(ours["profile"] == profile) & (ours["metric"] == "eer")
                 & ours["system"].str.startswith("LoRA_Adapter_MFA") & ours["stage"].isin(["s2_joint", "s3_lmft"])]
     panels: dict[str, dict[str, dict[str, float]]] = {"paper, Vox1-O": paper}
-    for _, r in ours.iterrows():
+    # lines in the paper's order: the unpruned system before the pruned one, cosine ("no") before AS-norm + QMF
+    for _, r in ours.sort_values(["system", "calibration"], kind="stable").iterrows():
         method = "cosine" if r["calibration"] == "no" else "AS-norm + QMF"
         lines = panels.setdefault(_group_label(r["profile"], r["train"], r["test"]), {})
         value = r["ours"] if pd.isna(r["low"]) or pd.isna(r["high"]) else (r["ours"], r["low"], r["high"])
         lines.setdefault(f"{r['system']}, {method}", {})[r["stage"]] = value
-    order = {"cosine": 0, "AS-norm + QMF": 1}
-    return {panel: dict(sorted(lines.items(), key=lambda item: (item[0].split(", ")[0], order.get(
-        item[0].split(", ")[-1], 2)))) for panel, lines in panels.items()}
+    return panels
 
 
 def complexity_points(results_dir: str | os.PathLike | None = None, profile: str = "demo",

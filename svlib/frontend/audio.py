@@ -19,7 +19,7 @@ from svlib.core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AudioError", "crop_or_loop", "load_audio", "resample", "save_audio"]
+__all__ = ["AudioError", "crop_or_loop", "load_audio", "one_waveform", "resample", "save_audio"]
 
 
 class AudioError(ValueError):
@@ -82,6 +82,15 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, min_duration: 
             f"expected at least {min_duration} s)"
         )
     return wav.contiguous().to(torch.float32)
+
+
+def one_waveform(wav_or_path: torch.Tensor | str | os.PathLike) -> torch.Tensor:
+    """One utterance as a ``(num_samples,)`` 16 kHz waveform: a path (read with :func:`load_audio`) or a 1-D tensor,
+    whose shape is checked."""
+    wav = load_audio(wav_or_path) if isinstance(wav_or_path, (str, os.PathLike)) else wav_or_path
+    if wav.dim() != 1:
+        raise ValueError(f"expected a 1-D waveform of shape (samples,), found {tuple(wav.shape)}")
+    return wav
 
 
 def save_audio(path: str | os.PathLike, wav: torch.Tensor, sample_rate: int, subtype: str | None = None) -> Path:

@@ -38,7 +38,7 @@ from torch import nn
 
 from svlib._version import __version__
 from svlib.core.atomic import atomic_write
-from svlib.frontend.audio import load_audio
+from svlib.frontend.audio import one_waveform
 from svlib.frontend.features import FeatureExtractor
 
 logger = logging.getLogger(__name__)
@@ -168,7 +168,5 @@ class OnnxSpeakerModel(nn.Module):
     @torch.no_grad()
     def embed(self, wav_or_path: torch.Tensor | str | Path) -> torch.Tensor:
         """The ``(E,)`` embedding of one utterance: a path or a 1-D 16 kHz waveform."""
-        wav = load_audio(wav_or_path) if isinstance(wav_or_path, (str, Path)) else wav_or_path
-        if wav.dim() != 1:
-            raise ValueError(f"expected a 1-D waveform of shape (samples,), found {tuple(wav.shape)}")
+        wav = one_waveform(wav_or_path)
         return self.embed_waveforms([wav])[0]

@@ -23,7 +23,7 @@ from transformers import Wav2Vec2BertConfig
 
 from svlib._version import __version__
 from svlib.core.atomic import atomic_write
-from svlib.frontend.audio import load_audio
+from svlib.frontend.audio import one_waveform
 from svlib.frontend.features import FeatureExtractor
 from svlib.model.encoder import LoRAConfig, W2VBertEncoder, new_hf_encoder
 from svlib.model.heads import HeadConfig, build_head
@@ -145,9 +145,7 @@ class SpeakerModel(nn.Module):
     def embed(self, wav_or_path: torch.Tensor | str | Path) -> torch.Tensor:
         """The ``(E,)`` embedding of one utterance: a path (read with :func:`svlib.frontend.audio.load_audio`) or a
         1-D 16 kHz waveform. Runs in eval mode and restores the previous mode."""
-        wav = load_audio(wav_or_path) if isinstance(wav_or_path, (str, Path)) else wav_or_path
-        if wav.dim() != 1:
-            raise ValueError(f"expected a 1-D waveform of shape (samples,), found {tuple(wav.shape)}")
+        wav = one_waveform(wav_or_path)
         was_training = self.training
         self.eval()
         try:

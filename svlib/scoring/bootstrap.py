@@ -67,6 +67,11 @@ class Interval:
         return self.format()
 
 
+def metric_digits(metric: str) -> int:
+    """Decimals a metric is shown with: 2 for an EER in %, 3 for a minDCF."""
+    return 2 if metric == "eer_percent" else 3
+
+
 def trial_speakers(trials: Sequence, utt2spk: Mapping[str, str],
                    enroll_map: Mapping[str, Sequence[str]] | None = None) -> tuple[list[str], list[str]]:
     """The enrolment and test speaker of each trial (``Trial(enroll, test, target)`` or ``(enroll, test, ...)``),
@@ -158,7 +163,7 @@ class SpeakerBootstrap:
         real (the interval excludes 0) — what the book prints instead of calling a difference by eye."""
         d = self.difference(system, baseline, metric, level)
         label = "EER (% points)" if metric == "eer_percent" else metric.replace("min_dcf_", "minDCF(") + ")"
-        text = f"{system} − {baseline}, {label}: {d.format(2 if metric == 'eer_percent' else 3)}"
+        text = f"{system} − {baseline}, {label}: {d.format(metric_digits(metric))}"
         if not d.excludes_zero:
             return f"{text}; not a real difference (the {100 * d.level:g} % interval holds 0)"
         better = system if d.estimate < 0 else baseline
@@ -173,7 +178,7 @@ class SpeakerBootstrap:
             row = {}
             for metric in metrics:
                 d = self.difference(system, baseline, metric, level)
-                row[(metric, "difference [interval]")] = d.format(2 if metric == "eer_percent" else 3)
+                row[(metric, "difference [interval]")] = d.format(metric_digits(metric))
                 row[(metric, "real")] = "yes" if d.excludes_zero else "no"
             rows[f"{system} − {baseline}"] = row
         table = pd.DataFrame.from_dict(rows, orient="index")

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from svlib.data.lists import read_key_value, read_trials
-from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials
+from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials, metric_digits
 from svlib.scoring.evaluate import Evaluation, evaluate_model, score_trials
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,8 @@ class Comparison:
                         continue
                     row = rows.setdefault((system, method), {})
                     for metric in metrics:
-                        row[(name, _LABELS.get(metric, metric))] = boot.interval(_key(system, method), metric).format(
-                            2 if metric == "eer_percent" else 3)
+                        interval = boot.interval(_key(system, method), metric)
+                        row[(name, _LABELS.get(metric, metric))] = interval.format(metric_digits(metric))
         table = pd.DataFrame.from_dict(rows, orient="index")
         table.index = pd.MultiIndex.from_tuples(table.index, names=["system", "scoring"])
         table.columns = pd.MultiIndex.from_tuples(table.columns)
@@ -92,16 +92,10 @@ class Comparison:
                     method: str = "cosine") -> pd.DataFrame:
         """Rows ``"system − baseline"`` for each pair (both scored by ``method``), columns ``(list, "difference
         [interval]" | "real")``: the paired difference of ``metric`` and whether its interval excludes 0."""
-        rows: dict[str, dict] = {}
-        for system, baseline in pairs:
-            row = rows.setdefault(f"{system} − {baseline}", {})
-            for name in self.lists:
-                d = self.difference(name, system, baseline, metric, method)
-                row[(name, "difference [interval]")] = d.format(2 if metric == "eer_percent" else 3)
-                row[(name, "real")] = "yes" if d.excludes_zero else "no"
-        table = pd.DataFrame.from_dict(rows, orient="index")
-        table.columns = pd.MultiIndex.from_tuples(table.columns)
-        return table
+        keyed = [(_key(system, method), _key(baseline, method)) for system, baseline in pairs]
+        labels = [f"{system} − {baseline}" for system, baseline in pairs]
+        return pd.concat({name: self._boot(name).differences(keyed, (metric,)).droplevel(0, axis=1).set_axis(labels)
+                          for name in self.lists}, axis=1)
 
 
 def compare_systems(
