@@ -11,6 +11,7 @@ from svlib.model.encoder import encoder_config
 from svlib.model.structure import PrunedStructure
 from svlib.model.structure import AUTHORS_STRUCTURE_RESOURCE
 from test_pruning_params import AUTHORS_80_PARAMS
+from svlib.pruning import structure_params
 
 
 def test_structure_complexity_matches_table3():
@@ -85,3 +86,23 @@ def test_cli_bench_prune_speedup_at_the_lengths_asked_for(tmp_path, capsys):
     assert [r["seconds"] for r in rows] == [1.0, 10.0]
     per_frame = [r["full_gmacs"] / r["frames"] for r in rows]
     assert per_frame[1] > 1.01 * per_frame[0], "MACs per frame grow with the length (attention)"
+
+
+def test_cli_bench_prune_speedup_times_aligned_variants_beside_the_pruned_one(tmp_path, capsys):
+    config = encoder_config("tiny").to_dict()
+    structure = PrunedStructure(ffn=[(61, 30), (0, 3), (16, 13), (4, 0)], heads=[1, 0, 2, 4], conv=[9, 20, 0, 64],
+                                config=config)
+    path = structure.save(tmp_path / "tiny_structure.json")
+    assert main(["bench", "prune-speedup", "--structure", str(path), "--repeats", "2", "--lengths", "1",
+                 "--align", "8", "16", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["variant_params"] == {"pruned": structure_params(structure),
+                                     "aligned 8": structure_params(structure.aligned(8)),
+                                     "aligned 16": structure_params(structure.aligned(16))}
+    (row,) = out["rows"]
+    assert list(row["variants"]) == ["pruned", "aligned 8", "aligned 16"]
+    assert all(len(v["speedup_paired"]["ratios"]) == 2 and v["mac_ratio"] > 1 for v in row["variants"].values())
+    assert row["variants"]["pruned"]["mac_ratio"] == row["mac_ratio"]
+    assert main(["bench", "prune-speedup", "--structure", str(path), "--repeats", "1", "--lengths", "1",
+                 "--align", "8"]) == 0
+    assert "aligned 8:" in capsys.readouterr().out

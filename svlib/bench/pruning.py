@@ -15,11 +15,11 @@ import logging
 import os
 
 import torch
-from transformers import Wav2Vec2BertModel
 
 from svlib.analysis.complexity import count_macs
 from svlib.bench.timing import interleaved_times, paired_ratio
 from svlib.frontend.features import frames_for_samples
+from svlib.model.encoder import new_hf_encoder
 from svlib.model.resize import apply_structure, build_pruned_encoder
 from svlib.model.structure import AUTHORS_STRUCTURE_RESOURCE, PrunedStructure, load_structure
 
@@ -34,6 +34,7 @@ def bench_prune_speedup(
     repeats: int = 5,
     seed: int = 0,
     threads: int | None = None,
+    align: tuple[int, ...] = (),
 ) -> dict:
     """Time the full-size encoder and its pruned version on the CPU, and compare with their MAC ratio.
 
@@ -46,23 +47,27 @@ def bench_prune_speedup(
         threads: CPU threads for the timed forwards (``torch.set_num_threads``, restored afterwards); ``None`` keeps
             torch's default. One thread is the robust choice on a machine shared with other jobs, where OpenMP
             threads waiting for each other can make every operator many times slower.
+        align: also time the structure aligned to each of these multiples
+            (:meth:`~svlib.model.structure.PrunedStructure.aligned`), interleaved with the others.
 
     Returns:
-        A JSON-able dict: parameter counts, and per input length both median times, the speed-up and the MAC ratio.
+        A JSON-able dict: parameter counts, and per input length the median times, the paired speed-up (median and
+        interquartile range) and the MAC ratio of the pruned model (``full_s``, ``pruned_s``, ``speedup_paired``,
+        ``mac_ratio``, …) and, under ``"variants"``, of every pruned variant (``"pruned"``, ``"aligned 8"``, …).
     """
     if structure is None:
         source = f"svlib/{AUTHORS_STRUCTURE_RESOURCE}"
     else:
         source = str(structure) if isinstance(structure, (str, os.PathLike)) else "given structure"
     structure = load_structure(structure)
+    structures = {"pruned": structure, **{f"aligned {m}": structure.aligned(m) for m in align}}
     torch.manual_seed(seed)
     config = structure.hf_config()
     logger.info("building the full-size encoder (random weights)")
-    full = Wav2Vec2BertModel(config).eval()
-    pruned = apply_structure(copy.deepcopy(full), structure).eval()
-    with torch.device("meta"):
-        full_meta = Wav2Vec2BertModel(config).eval()
-    pruned_meta = build_pruned_encoder(structure, meta=True).eval()
+    full = new_hf_encoder(config).eval()  # as the released checkpoints and build_pruned_encoder have it
+    models = {"full": full, **{name: apply_structure(copy.deepcopy(full), s).eval() for name, s in structures.items()}}
+    full_meta = new_hf_encoder(config, meta=True).eval()
+    metas = {"full": full_meta, **{name: build_pruned_encoder(s, meta=True).eval() for name, s in structures.items()}}
     input_dim = config.feature_projection_input_dim
 
     default_threads = torch.get_num_threads()
@@ -76,11 +81,19 @@ def bench_prune_speedup(
             x = torch.randn(1, frames, input_dim)
             x_meta = torch.zeros(1, frames, input_dim, device="meta")
             with torch.inference_mode():
-                times = interleaved_times({"full": lambda: full(input_features=x),
-                                           "pruned": lambda: pruned(input_features=x)}, repeats=repeats)
-                full_s, pruned_s = times["full"]["median"], times["pruned"]["median"]
-                full_macs = count_macs(lambda: full_meta(input_features=x_meta))
-                pruned_macs = count_macs(lambda: pruned_meta(input_features=x_meta))
+                times = interleaved_times({name: (lambda m=m: m(input_features=x)) for name, m in models.items()},
+                                          repeats=repeats)
+                macs = {name: count_macs(lambda m=m: m(input_features=x_meta)) for name, m in metas.items()}
+            variants = {
+                name: {
+                    "s": times[name]["median"],
+                    "speedup_paired": paired_ratio(times, "full", name),
+                    "gmacs": macs[name] / 1e9,
+                    "mac_ratio": macs["full"] / macs[name],
+                }
+                for name in structures
+            }
+            full_s, pruned_s = times["full"]["median"], times["pruned"]["median"]
             rows.append(
                 {
                     "seconds": sec,
@@ -88,17 +101,17 @@ def bench_prune_speedup(
                     "full_s": full_s,
                     "pruned_s": pruned_s,
                     "speedup": full_s / pruned_s,
-                    "speedup_paired": paired_ratio(times, "full", "pruned"),
-                    "full_gmacs": full_macs / 1e9,
-                    "pruned_gmacs": pruned_macs / 1e9,
-                    "mac_ratio": full_macs / pruned_macs,
+                    "speedup_paired": variants["pruned"]["speedup_paired"],
+                    "full_gmacs": macs["full"] / 1e9,
+                    "pruned_gmacs": macs["pruned"] / 1e9,
+                    "mac_ratio": variants["pruned"]["mac_ratio"],
+                    "variants": variants,
                 }
             )
-            logger.info("%g s: full %.3f s, pruned %.3f s", sec, full_s, pruned_s)
+            logger.info("%g s: %s", sec, ", ".join(f"{n} {t['median']:.3f} s" for n, t in times.items()))
     finally:
         torch.set_num_threads(default_threads)
-    full_params = sum(p.numel() for p in full.parameters())
-    pruned_params = sum(p.numel() for p in pruned.parameters())
+    params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     return {
         "benchmark": "prune-speedup",
         "structure": source,
@@ -106,8 +119,9 @@ def bench_prune_speedup(
         "threads": used_threads,
         "batch": 1,
         "repeats": repeats,
-        "full_params": full_params,
-        "pruned_params": pruned_params,
-        "sparsity": 1.0 - pruned_params / full_params,
+        "full_params": params["full"],
+        "pruned_params": params["pruned"],
+        "sparsity": 1.0 - params["pruned"] / params["full"],
+        "variant_params": {name: params[name] for name in structures},
         "rows": rows,
     }

@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lengths", type=float, nargs="+", default=[1.0, 4.0], metavar="SECONDS",
                    help="prune-speedup: input lengths in seconds (default 1 4; e.g. 1 4 10 30 to see the quadratic "
                    "attention)")
+    p.add_argument("--align", type=int, nargs="+", default=[], metavar="MULTIPLE",
+                   help="prune-speedup: also time the structure with its FFN units and conv channels rounded to "
+                   "these multiples (e.g. 8 16), interleaved with the others")
     p.add_argument("--threads", type=int, default=None,
                    help="prune-speedup: CPU threads for the timed forwards (default: torch's; 1 on a busy machine)")
     p.set_defaults(func=_cmd_bench)
@@ -38,16 +41,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         result = bench_extract(seconds=(4, 10), repeats=args.repeats)
     elif args.benchmark == "prune-speedup":
         result = bench_prune_speedup(args.structure, seconds=tuple(args.lengths), repeats=args.repeats,
-                                     threads=args.threads)
+                                     threads=args.threads, align=tuple(args.align))
         if not args.json:
             print(f"full {result['full_params']:,} vs pruned {result['pruned_params']:,} parameters "
                   f"(sparsity {result['sparsity']:.1%}), structure {result['structure']}")
             print(f"CPU, {result['threads']} threads, batch 1, median of {result['repeats']} runs")
             for r in result["rows"]:
-                paired = r["speedup_paired"]
-                print(f"{r['seconds']:g} s: full {r['full_s']:.3f} s, pruned {r['pruned_s']:.3f} s, "
-                      f"speed-up {paired['median']:.2f}x (paired, IQR {paired['q1']:.2f}-{paired['q3']:.2f}), "
-                      f"MAC ratio {r['mac_ratio']:.2f}x ({r['full_gmacs']:.2f}G / {r['pruned_gmacs']:.2f}G)")
+                print(f"{r['seconds']:g} s: full {r['full_s']:.3f} s ({r['full_gmacs']:.2f} GMACs)")
+                for name, v in r["variants"].items():
+                    paired = v["speedup_paired"]
+                    print(f"  {name}: {v['s']:.3f} s, speed-up {paired['median']:.2f}x (paired, IQR "
+                          f"{paired['q1']:.2f}-{paired['q3']:.2f}), MAC ratio {v['mac_ratio']:.2f}x "
+                          f"({v['gmacs']:.2f}G), speed-up / MAC ratio {paired['median'] / v['mac_ratio']:.2f}")
             return 0
     print(json.dumps(result, indent=2) if args.json else "\n".join(f"{k}: {v}" for k, v in result.items()))
     return 0

@@ -40,6 +40,10 @@ class PruningConfig:
     """lower stretch limit γ of Eq. (7)."""
     zeta: float = ZETA
     """upper stretch limit ζ of Eq. (7)."""
+    align: int = 1
+    """hardware alignment (beyond the paper): keep a multiple of ``align`` FFN units and conv channels per block
+    (8 or 16), in the final structure and in the count the target constrains (:mod:`svlib.pruning.params`); 1: the
+    paper's unaligned structure."""
 
     def __post_init__(self):
         if not 0.0 <= self.target_sparsity < 1.0:
@@ -52,6 +56,8 @@ class PruningConfig:
         for name in ("init_drop_ffn", "init_drop_heads", "init_drop_conv"):
             if not 0.0 < getattr(self, name) < 1.0:
                 raise ValueError(f"PruningConfig.{name} must be in (0, 1), got {getattr(self, name)!r}")
+        if not (isinstance(self.align, int) and self.align >= 1):
+            raise ValueError(f"PruningConfig.align must be a positive integer (1: no alignment), got {self.align!r}")
         if not (self.gamma < 0.0 and self.zeta > 1.0):
             raise ValueError(
                 f"PruningConfig needs gamma < 0 and zeta > 1, got gamma={self.gamma!r}, zeta={self.zeta!r}"

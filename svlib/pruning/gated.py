@@ -251,7 +251,7 @@ class GatedW2VBertEncoder(W2VBertEncoder):
     def expected_params(self) -> torch.Tensor:
         """Expected parameter count of the student from the gates' ``E[L0]`` (Eq. 8), differentiable, float64."""
         keep = [{name: gates[name].l0() for name in BLOCKS} for gates in self.gates()]
-        return expected_params(self.costs, self.constant, keep)
+        return expected_params(self.costs, self.constant, keep, align=self.pruning.align)
 
     def expected_sparsity(self) -> torch.Tensor:
         """``s = 1 − E[params(student)] / params(teacher)``, a differentiable float32 scalar."""
@@ -265,16 +265,18 @@ class GatedW2VBertEncoder(W2VBertEncoder):
 
     def structure(self) -> PrunedStructure:
         """The structure the deterministic masks select (units with a non-zero mask are kept; a block with none is
-        removed, ``use_attention`` / ``use_feed_forward`` false)."""
+        removed, ``use_attention`` / ``use_feed_forward`` false), aligned when ``pruning.align`` > 1
+        (:meth:`~svlib.model.structure.PrunedStructure.aligned`)."""
         masks = self.deterministic_masks()
         count = [{name: int((m > 0).sum()) for name, m in layer.items()} for layer in masks]
-        return PrunedStructure(
+        structure = PrunedStructure(
             ffn=[(c["ffn1"], c["ffn2"]) for c in count],
             heads=[c["attention"] for c in count],
             conv=[c["conv"] for c in count],
             config=self.config.to_dict(),
             gates=self.pruning.gate_settings(),
         )
+        return structure.aligned(self.pruning.align)
 
     def extract_structure(self) -> dict:
         """The current deterministic structure as a dict in the authors' JSON format."""
@@ -289,6 +291,11 @@ class GatedW2VBertEncoder(W2VBertEncoder):
         ``linear_out`` and ``pointwise_conv2`` columns, and a block with no kept unit is removed with all its
         parameters (see :mod:`svlib.model.resize`). In eval mode only.
 
+        With ``pruning.align`` > 1 each block keeps the count of :meth:`structure`, the units with the largest
+        ``log α``: rounding down drops the weakest kept units, rounding up adds the strongest closed ones with the
+        value 0 folded in (their output columns start at zero, so FFN blocks compute what the masked model computes;
+        the conv module's layer norm then also averages over the added channels). Stage 2's distillation trains them.
+
         Returns:
             A :class:`~svlib.model.encoder.W2VBertEncoder` around the pruned ``Wav2Vec2BertModel`` (this object's model;
             its config carries the structure keys). This gated encoder is unusable afterwards.
@@ -298,10 +305,16 @@ class GatedW2VBertEncoder(W2VBertEncoder):
             raise RuntimeError("prune_() uses the deterministic masks: call .eval() first")
         structure = self.structure()
         masks = self.deterministic_masks()
-        for layer, mask in zip(self.model.encoder.layers, masks):
+        counts = [{"ffn1": f1, "ffn2": f2, "attention": h, "conv": c}
+                  for (f1, f2), h, c in zip(structure.ffn, structure.heads, structure.conv)]
+        for layer, mask, gates, count in zip(self.model.encoder.layers, masks, self.gates(), counts):
 
             def kept(name: str):
-                index = mask[name].nonzero().squeeze(1)
+                if count[name] == int((mask[name] > 0).sum()):  # no alignment change: the non-zero mask
+                    index = mask[name].nonzero().squeeze(1)
+                else:  # the aligned count: the top units by log α, ties to the lower index (as the mask's rule)
+                    order = torch.sort(-gates[name].log_alpha.detach(), stable=True).indices
+                    index = order[: count[name]].sort().values
                 return index, mask[name][index]
 
             prune_feed_forward(layer, "ffn1", *kept("ffn1"))

@@ -21,6 +21,11 @@ With ``q_j = E[L0_j]`` the expected count of a block is ``unit·Σ_j q_j + share
 factor is the probability that at least one gate is open (gates are independent), so with hard 0/1 gates the formula
 is exactly the parameter count of the physically pruned model (:mod:`svlib.model.resize`). The authors' code
 counted ``pointwise_conv1`` once per channel instead of twice; svlib counts both halves.
+
+With hardware alignment (``align`` > 1, :func:`svlib.model.structure.align_units`; beyond the paper) the final
+structure keeps a multiple of ``align`` FFN units and conv channels per block, so the count the target constrains is
+that of the aligned structure: ``Σ_j q_j`` is replaced by its aligned value in the forward pass, with the gradient of
+``Σ_j q_j`` (a straight-through estimate). With 0/1 inputs this is again the exact count of the aligned structure.
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ import torch
 from torch import nn
 
 from svlib.model.encoder import new_hf_encoder
-from svlib.model.structure import PrunedStructure, load_structure
+from svlib.model.structure import PrunedStructure, align_units, load_structure
 
 BLOCKS = ("ffn1", "ffn2", "attention", "conv")
 """The prunable blocks of a Conformer layer, in the order of the layer's forward."""
@@ -73,11 +78,12 @@ class BlockCost:
         """Parameters of the unpruned block."""
         return self.shared + self.units * self.per_unit
 
-    def expected(self, q: torch.Tensor) -> torch.Tensor:
+    def expected(self, q: torch.Tensor, align: int = 1) -> torch.Tensor:
         """Expected parameters given the per-unit keep probabilities ``q`` (``(units,)``; 0/1 for a hard structure).
 
         Args:
             q: ``E[L0]`` of each unit's gate, shape ``(units,)``.
+            align: count the units as the aligned structure keeps them (module docstring); 1: Eq. (8) as it is.
 
         Returns:
             ``per_unit·Σ q + shared·(1 − Π(1 − q))``, a scalar tensor.
@@ -86,7 +92,11 @@ class BlockCost:
             raise ValueError(f"expected {self.units} keep probabilities, found shape {tuple(q.shape)}")
         q = q.to(torch.float64)  # counts reach 5.8e8: float32 would round them to multiples of 32
         any_kept = 1.0 - torch.prod(1.0 - q)
-        return self.per_unit * q.sum() + self.shared * any_kept
+        kept = q.sum()
+        if align > 1:  # the aligned count forward, the gradient of Σ q backward
+            aligned = align_units(round(kept.item()), align, self.units)
+            kept = kept + (aligned - kept).detach()
+        return self.per_unit * kept + self.shared * any_kept
 
 
 @dataclass(frozen=True)
@@ -192,7 +202,7 @@ def constant_params(model: nn.Module) -> int:
 
 
 def expected_params(
-    costs: LayerCosts, constant: int, keep: Sequence[dict[str, torch.Tensor]]
+    costs: LayerCosts, constant: int, keep: Sequence[dict[str, torch.Tensor]], align: int = 1
 ) -> torch.Tensor:
     """Expected number of parameters of the student, ``E[||θ||_0]`` (Eq. 8) plus the unprunable constant.
 
@@ -201,6 +211,8 @@ def expected_params(
         constant: parameters pruning never removes (:func:`constant_params`).
         keep: one dict per layer mapping each of :data:`BLOCKS` to its gates' ``E[L0]`` (``(units,)``); 0/1
             indicators for a hard structure.
+        align: FFN units and conv channels counted as the structure aligned to this multiple keeps them (heads are
+            not aligned; module docstring); 1 (the paper): Eq. (8) as it is.
 
     Returns:
         A float64 scalar tensor, differentiable in the keep probabilities; exact for 0/1 inputs.
@@ -208,7 +220,8 @@ def expected_params(
     total = torch.tensor(float(constant), dtype=torch.float64)
     for layer_keep in keep:
         for name in BLOCKS:
-            total = total + costs.block(name).expected(layer_keep[name])
+            block_align = 1 if name == "attention" else align
+            total = total + costs.block(name).expected(layer_keep[name], block_align)
     return total
 
 
