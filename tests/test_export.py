@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+from svlib.core.atomic import default_file_mode
 from svlib.model import SpeakerModel
 from svlib.model.export import OnnxSpeakerModel, export_onnx
 from svlib.model.resize import apply_structure
@@ -117,3 +118,36 @@ def test_a_missing_or_foreign_onnx_file_is_named(tmp_path):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "other.onnx")
     with pytest.raises(ValueError, match="a file written by svlib export"):
         OnnxSpeakerModel(tmp_path / "other.onnx")
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_external_weights_live_in_one_data_file_beside_the_graph(tmp_path, int8):
+    """The layout the full-size fp32 model needs (over protobuf's 2 GiB): forced here on the pruned tiny model. The
+    data file is found by name, is part of the model's fingerprint, and a later export without it removes it."""
+    model = _pruned_tiny(3)
+    path = export_onnx(model, tmp_path / "m.onnx", int8=int8, external_data=True)
+    data = tmp_path / "m.onnx.data"
+    assert data.stat().st_size > 2 * path.stat().st_size, "the weights are in the data file, not the graph"
+    assert data.stat().st_mode & 0o777 == path.stat().st_mode & 0o777 == default_file_mode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"], "no temporary folder left"
+    onnx_model = OnnxSpeakerModel(path)
+    for wav in _waves([1.5, 7.0], seed=4):
+        with torch.no_grad():
+            a = model.embed(wav)
+        assert F.cosine_similarity(a, onnx_model.embed(wav), dim=0) >= (0.99 if int8 else 0.99999)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for f in (path, data):
+        f.rename(moved / f.name)
+    digest = OnnxSpeakerModel(moved / "m.onnx").onnx_sha256
+    assert torch.equal(digest, onnx_model.onnx_sha256)
+    with open(moved / "m.onnx.data", "r+b") as f:  # one weight changed: another model, another fingerprint
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 1]))
+    assert not torch.equal(OnnxSpeakerModel(moved / "m.onnx").onnx_sha256, digest)
+    export_onnx(model, moved / "m.onnx", int8=int8)  # small enough for one file: the old data file goes
+    assert sorted(p.name for p in moved.iterdir()) == ["m.onnx"]
+    assert F.cosine_similarity(OnnxSpeakerModel(moved / "m.onnx").embed(_waves([2.0])[0]),
+                               onnx_model.embed(_waves([2.0])[0]), dim=0) >= 0.99999

@@ -1,4 +1,4 @@
-"""``svlib params --structure`` (Table 3's pruned row) and ``svlib bench prune-speedup``."""
+"""``svlib params --structure`` (Table 3's pruned row), ``svlib bench prune-speedup`` and ``svlib bench deploy``."""
 
 import json
 
@@ -106,3 +106,33 @@ def test_cli_bench_prune_speedup_times_aligned_variants_beside_the_pruned_one(tm
     assert main(["bench", "prune-speedup", "--structure", str(path), "--repeats", "1", "--lengths", "1",
                  "--align", "8"]) == 0
     assert "aligned 8:" in capsys.readouterr().out
+
+
+def test_cli_bench_deploy_times_six_variants_and_counts_their_macs(tmp_path, capsys):
+    """{full, pruned} x {torch fp32, onnx fp32, onnx int8} on the tiny config: every variant timed at every length,
+    the full torch model's paired speed-up over itself exactly 1, MACs as svlib counts them for Table 3."""
+    config = encoder_config("tiny").to_dict()
+    structure = PrunedStructure(ffn=[(61, 30), (0, 3), (16, 13), (4, 0)], heads=[1, 0, 2, 4], conv=[9, 20, 0, 64],
+                                config=config)
+    path = structure.save(tmp_path / "tiny_structure.json")
+    assert main(["bench", "deploy", "--encoder", "tiny", "--structure", str(path), "--repeats", "2", "--lengths",
+                 "1", "3", "--threads", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [r["seconds"] for r in out["rows"]] == [1, 3] and out["threads"] == 1
+    assert set(out["onnx_bytes"]) == {"full onnx fp32", "full onnx int8", "pruned onnx fp32", "pruned onnx int8"}
+    assert out["onnx_bytes"]["pruned onnx fp32"] < out["onnx_bytes"]["full onnx fp32"]
+    for row in out["rows"]:
+        assert list(row["variants"]) == [f"{m} {b}" for m in ("full", "pruned")
+                                         for b in ("torch fp32", "onnx fp32", "onnx int8")]
+        assert row["variants"]["full torch fp32"]["speedup_paired"]["ratios"] == [1.0, 1.0]
+        for v in row["variants"].values():
+            assert v["q1"] <= v["s"] <= v["q3"] and v["s_per_audio_s"] == pytest.approx(v["s"] / row["seconds"])
+        assert row["pruned_gmacs"] * 1e9 == structure_complexity(path, seconds=row["seconds"]).macs
+        assert row["mac_ratio"] == pytest.approx(row["full_gmacs"] / row["pruned_gmacs"])
+    assert out["rows"][1]["full_gmacs"] > 2.5 * out["rows"][0]["full_gmacs"]
+    assert main(["bench", "deploy", "--encoder", "tiny", "--structure", str(path), "--repeats", "1", "--lengths",
+                 "1", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "pruned onnx int8" in text and "s per audio s" in text and "MAC ratio" in text
+    assert main(["bench", "deploy", "--encoder", "tiny", "--repeats", "1"]) != 0
+    assert "encoder 'tiny': give a structure" in capsys.readouterr().err

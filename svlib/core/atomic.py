@@ -24,7 +24,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the permissions open() would
+        os.chmod(tmp, default_file_mode())  # mkstemp creates 0600; give the file the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -32,10 +32,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], suffix
     return path
 
 
-def _umask() -> int:
+def default_file_mode() -> int:
+    """The permissions ``open()`` gives a new file (``0o666`` less the umask), for files made by writers that
+    choose ``0o600`` (``mkstemp``, onnx's external-data writer)."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager

@@ -5,7 +5,8 @@
 dynamic time axis, LoRA merged first. The front end, Eq. (1)'s ``Fbank`` (Kaldi fbank, CMN, frame stacking), stays
 svlib's own :class:`~svlib.frontend.features.FeatureExtractor`: the graph's input is its output, so the features the
 exported model sees are those the PyTorch model sees. ``int8=True`` adds onnxruntime's dynamic quantisation
-(weights of the matrix multiplications as int8, activations quantised per call).
+(weights of the matrix multiplications as int8, activations quantised per call). A graph whose weights pass 1 GiB
+(the full-size fp32 model: 2.4 GB, over protobuf's 2 GiB limit) keeps them in one file beside it, ``FILE.onnx.data``.
 
 The graph is traced by torch's TorchScript-based exporter (``dynamo=False``): with torch 2.14.1 the
 ``torch.export``-based exporter fails on transformers' Wav2Vec2-BERT self-attention once the time axis is dynamic
@@ -29,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -37,13 +39,13 @@ import torch
 from torch import nn
 
 from svlib._version import __version__
-from svlib.core.atomic import atomic_write
+from svlib.core.atomic import default_file_mode
 from svlib.frontend.audio import one_waveform
 from svlib.frontend.features import FeatureExtractor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ONNX_OPSET", "OnnxSpeakerModel", "export_onnx"]
+__all__ = ["EXTERNAL_DATA_BYTES", "ONNX_OPSET", "OnnxSpeakerModel", "export_onnx"]
 
 ONNX_OPSET = 18
 """The ONNX opset of :func:`export_onnx` (onnxruntime ≥ 1.14 runs it)."""
@@ -62,7 +64,19 @@ class _Network(nn.Module):
         return self.model(input_features, None)
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, *, int8: bool = False, opset: int = ONNX_OPSET) -> Path:
+EXTERNAL_DATA_BYTES = 1 << 30
+"""Weights above this size go to an external data file (``FILE.onnx.data``): protobuf cannot hold a file over 2 GiB,
+and the full-size fp32 model (about 2.4 GB) is one."""
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    int8: bool = False,
+    opset: int = ONNX_OPSET,
+    external_data: bool | None = None,
+) -> Path:
     """Write ``model``'s network (encoder + head) to ``path`` as ONNX, written atomically.
 
     Args:
@@ -71,49 +85,72 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, int8: bool = False
         path: the ``.onnx`` file.
         int8: quantise the weights of the matrix multiplications to int8 (onnxruntime's ``quantize_dynamic``).
         opset: the ONNX opset.
+        external_data: keep the weights in one file next to the graph, ``path`` + ``".data"`` (onnxruntime finds
+            it by its name, so the two files move together). ``None``: when they exceed
+            :data:`EXTERNAL_DATA_BYTES` (the full-size fp32 model; its pruned and int8 versions fit in one file).
 
     Returns:
         ``path``. Its metadata holds the svlib version, the embedding size, ``int8`` and the front end it expects.
+        Both files are built in a temporary folder beside ``path`` and moved into place when complete (the data
+        file first); a data file left from an earlier export to ``path`` is removed when the new one has none.
     """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    path = Path(path)
     model = copy.deepcopy(model).float().cpu().eval()
     if getattr(model.encoder, "lora", None) is not None:
         model.encoder.merge_lora()
     example = torch.randn(1, _EXAMPLE_FRAMES, 160)
     with torch.no_grad():
         embedding_dim = int(model(example, None).shape[-1])
-
-    def write(tmp: str) -> None:
-        traced = f"{tmp}.fp32.onnx" if int8 else tmp
-        try:
-            with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
-                warnings.simplefilter("ignore")
-                torch.onnx.export(_Network(model), (example,), traced, dynamo=False, opset_version=opset,
-                                  input_names=[_INPUT], output_names=[_OUTPUT],
-                                  dynamic_axes={_INPUT: {1: "frames"}})
-            if int8:
-                root = logging.getLogger()
-                level = root.level
-                root.setLevel(logging.ERROR)  # its notes on shape tensors it leaves in int64, through the root logger
-                try:
-                    quantize_dynamic(traced, tmp, weight_type=QuantType.QInt8)
-                finally:
-                    root.setLevel(level)
-        finally:
-            if int8 and os.path.exists(traced):
-                os.remove(traced)
-        graph = onnx.load(tmp)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data_name = f"{path.name}.data"
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
+        tmp = Path(tmp)
+        traced = tmp / "traced.onnx"
+        with warnings.catch_warnings():  # the TorchScript exporter's deprecation and tracer notes
+            warnings.simplefilter("ignore")
+            torch.onnx.export(_Network(model), (example,), str(traced), dynamo=False, opset_version=opset,
+                              input_names=[_INPUT], output_names=[_OUTPUT], dynamic_axes={_INPUT: {1: "frames"}})
+        del model
+        if int8:
+            quantised = tmp / "int8.onnx"
+            root = logging.getLogger()
+            level = root.level
+            root.setLevel(logging.ERROR)  # its notes on shape tensors it leaves in int64, through the root logger
+            try:
+                quantize_dynamic(traced, quantised, weight_type=QuantType.QInt8,
+                                 use_external_data_format=weight_bytes / 4 > EXTERNAL_DATA_BYTES)
+            finally:
+                root.setLevel(level)
+            traced = quantised
+        graph = onnx.load(str(traced))
         metadata = {"svlib_version": __version__, "embedding_dim": str(embedding_dim), "int8": json.dumps(int8),
                     "frontend": "svlib.frontend.features.FeatureExtractor (fbank 80 x 2 stacked, CMN)"}
         del graph.metadata_props[:]
         for key, value in metadata.items():
             graph.metadata_props.add(key=key, value=value)
-        onnx.save(graph, tmp)
-
-    path = atomic_write(path, write, suffix=".onnx")
-    logger.info("wrote %s (%s, embedding %d)", path, "int8" if int8 else "fp32", embedding_dim)
+        if external_data is None:
+            external_data = sum(len(t.raw_data) for t in graph.graph.initializer) > EXTERNAL_DATA_BYTES
+        final = tmp / path.name
+        if external_data:
+            onnx.save(graph, str(final), save_as_external_data=True, all_tensors_to_one_file=True,
+                      location=data_name, size_threshold=1024)
+        else:
+            onnx.save(graph, str(final))
+        del graph
+        for written in (tmp / data_name, final):
+            if written.exists():
+                os.chmod(written, default_file_mode())
+        if external_data:
+            os.replace(tmp / data_name, path.parent / data_name)
+        os.replace(final, path)
+        if not external_data:
+            (path.parent / data_name).unlink(missing_ok=True)
+    logger.info("wrote %s (%s, embedding %d%s)", path, "int8" if int8 else "fp32", embedding_dim,
+                f", weights in {data_name}" if external_data else "")
     return path
 
 
@@ -123,7 +160,8 @@ class OnnxSpeakerModel(nn.Module):
 
     ``frontend`` is svlib's :class:`~svlib.frontend.features.FeatureExtractor`; ``model(features, mask)`` runs the
     graph once per utterance on its valid frames (the graph takes one unpadded utterance); ``embed`` and
-    ``embed_waveforms`` as for the PyTorch model. The file's SHA-256 is a buffer, so the embedding caches of
+    ``embed_waveforms`` as for the PyTorch model. The SHA-256 of the file (and of its external
+    weights, ``FILE.onnx.data``, where it has them) is a buffer, so the embedding caches of
     :mod:`svlib.scoring.extract` tell two exported models apart.
 
     Args:
@@ -148,7 +186,13 @@ class OnnxSpeakerModel(nn.Module):
                              "a file written by svlib export")
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.frontend = FeatureExtractor()
-        digest = hashlib.sha256(self.path.read_bytes()).digest()
+        digest = hashlib.sha256()
+        for file in (self.path, self.path.with_name(f"{self.path.name}.data")):  # the graph, its external weights
+            if file.is_file():
+                with open(file, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 24), b""):
+                        digest.update(block)
+        digest = digest.digest()
         self.register_buffer("onnx_sha256", torch.frombuffer(bytearray(digest), dtype=torch.uint8))
 
     def forward(self, input_features: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
