@@ -1,5 +1,7 @@
 """The pruning stages (svlib.training.distill): distill + prune, distill, then an SV stage on the pruned encoder."""
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,46 @@ def test_paper_pruning_configs_hold_the_authors_recipe(monkeypatch):
     assert p1.grad_clip == p2.grad_clip == 1.0
     assert not (p1.speed_perturb or p1.augment or p2.speed_perturb or p2.augment)
     assert p1.prune and not p2.prune and Path(p2.init_from).name == "p1_prune"
+
+
+def test_the_paper_sparsity_sweep_is_table3s_chain_at_other_targets(monkeypatch, tmp_path):
+    """configs/paper/prune/p1_prune_{50,70,90}.yaml differ from p1_prune.yaml only in target, name and folder, and
+    sweep.sh chains each target's five stages folder to folder, as table3.sh chains the 80 % ones."""
+    import shlex
+
+    from svlib.cli.common import parse_overrides
+    from svlib.training.sv import StageConfig
+
+    monkeypatch.setenv("VOX_TRAIN_DIR", "/data/vox2_vb2")
+    monkeypatch.setenv("VOX2_TRAIN_DIR", "/data/vox2")
+    monkeypatch.setenv("MUSAN_DIR", "/data/musan")
+    monkeypatch.setenv("RIRS_NOISES_DIR", "/data/rirs")
+    monkeypatch.setenv("SVLIB_HOME", str(tmp_path))
+    root = Path(__file__).resolve().parents[1] / "configs" / "paper" / "prune"
+    p1 = DistillConfig.from_yaml(root / "p1_prune.yaml")
+    script = (root / "sweep.sh").read_text().replace("\\\n", " ")
+    loop = re.search(r"for t in ([\d ]+); do\n(.*?)\ndone", script, re.S)
+    targets = loop.group(1).split()
+    assert targets == ["50", "70", "90"]
+    for t in targets:
+        variant = DistillConfig.from_yaml(root / f"p1_prune_{t}.yaml")
+        assert variant.pruning.target_sparsity == int(t) / 100
+        assert variant.exp_dir == str(tmp_path / "exp" / "paper" / f"pruned{t}" / "p1_prune")
+        as_80 = dataclasses.replace(variant, name=p1.name, exp_dir=p1.exp_dir,
+                                    pruning=dataclasses.replace(variant.pruning, target_sparsity=0.8))
+        assert as_80 == p1, "the paper's recipe apart from the target"
+        previous, configs = None, []
+        for line in loop.group(2).splitlines():
+            words = shlex.split(line.replace("${t}", t).replace("$t", t).replace("$e", f"{tmp_path}/exp/paper/pruned{t}"))
+            if "--config" not in words:
+                continue
+            path = Path(words[words.index("--config") + 1].replace("configs/paper/prune/", f"{root}/"))
+            overrides = parse_overrides([words[i + 1] for i, w in enumerate(words) if w == "-o"])
+            cls = DistillConfig if words[words.index("svlib") + 1] == "prune" else StageConfig
+            config = cls.from_yaml(path, overrides)
+            if previous is not None:
+                assert config.init_from == previous.exp_dir, (t, path.name)
+            assert f"pruned{t}" in config.exp_dir and (previous is None or config.name != previous.name)
+            previous = config
+            configs.append(path.stem)
+        assert configs == [f"p1_prune_{t}", "p2_distill", "s1_freeze", "s2_joint", "s3_lmft"]
