@@ -161,3 +161,34 @@ def test_the_paper_sparsity_sweep_is_table3s_chain_at_other_targets(monkeypatch,
             previous = config
             configs.append(path.stem)
         assert configs == [f"p1_prune_{t}", "p2_distill", "s1_freeze", "s2_joint", "s3_lmft"]
+
+
+def test_a_sparsity_sweep_runs_the_chain_per_target_and_keeps_the_configs_own_untagged(setup):
+    """svlib.book.run.run_sparsity_sweep: the configs' own target (0.5 here) is the untagged chain; another target
+    runs as a tagged copy whose every stage starts from the copy's stage before it, and prunes to its own target."""
+    from svlib.book.run import run_sparsity_sweep
+
+    tmp_path = setup
+    p1 = distill_yaml(tmp_path, "p1")
+    p2 = distill_yaml(tmp_path, "p2", prune=False, init_from=str(tmp_path / "exp" / "p1"), epochs=1)
+    s1 = stage_yaml(tmp_path, "s1", init_from=str(tmp_path / "exp" / "p2"), freeze_encoder=True,
+                    lora={"r": 2, "alpha": 4}, epochs=1)
+    runs = run_sparsity_sweep([0.5, 0.3], [p1, p2], [s1], prune_overrides={"seed": 3}, profile="test",
+                              results_dir=tmp_path / "results")
+    exp = tmp_path / "exp"
+    assert runs[0.5] == {"p1": exp / "p1" / "model", "p2": exp / "p2" / "model", "s1": exp / "s1" / "model"}
+    assert runs[0.3] == {"p1": exp / "p1-sparsity30" / "model", "p2": exp / "p2-sparsity30" / "model",
+                         "s1": exp / "s1-sparsity30" / "model"}
+    tagged_p2 = DistillConfig.from_yaml(exp / "p2-sparsity30" / "config.yaml")
+    tagged_s1 = yaml.safe_load((exp / "s1-sparsity30" / "config.yaml").read_text())
+    assert tagged_p2.init_from == str(exp / "p1-sparsity30") and tagged_s1["init_from"] == str(exp / "p2-sparsity30")
+    assert tagged_p2.teacher == str(tmp_path / "teacher"), "the teacher is outside the chain and stays"
+    targets = {t: [r for r in read_metrics(exp / f"p1{'' if t == 0.5 else '-sparsity30'}") if "final_sparsity" in r][0]
+               for t in (0.5, 0.3)}
+    assert targets[0.5]["target"] == pytest.approx(0.5) and targets[0.3]["target"] == pytest.approx(0.3)
+    structures = [PrunedStructure.load(exp / d / "structure.json") for d in ("p2", "p2-sparsity30")]
+    assert structure_params(structures[1]) > structure_params(structures[0]), "the lower target keeps more"
+    assert sum(p.numel() for n, p in load_model(runs[0.3]["s1"]).encoder.named_parameters()
+               if "lora_" not in n) == structure_params(structures[1])
+    with pytest.raises(ValueError, match="target sparsity 1.2"):
+        run_sparsity_sweep([1.2], [p1, p2], [s1])

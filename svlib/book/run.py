@@ -43,7 +43,9 @@ __all__ = [
     "check_required_paths",
     "required_paths",
     "run_book",
+    "run_chain",
     "run_seeded_chain",
+    "run_sparsity_sweep",
     "run_stage",
     "toc_chapters",
 ]
@@ -440,16 +442,67 @@ def run_seeded_chain(configs: Sequence[str | os.PathLike], seed: int, *, tag: st
     ``kwargs`` go to :func:`run_stage` (``gpus``, ``reuse``, ``profile``, ``results_dir``). Returns
     ``{stage name: model directory}`` in chain order.
     """
+    stage_overrides = {**dict(overrides or {}), "seed": seed}
+    return run_chain([("train", config, stage_overrides) for config in configs], tag=tag, **kwargs)
+
+
+def run_chain(stages: Sequence[tuple[str, str | os.PathLike, Mapping | None]], *, tag: str | None = None,
+              **kwargs) -> dict[str, Path]:
+    """Run ``(command, config, overrides)`` stages in order, each ``init_from`` naming an earlier stage of the list
+    (or a model outside it), optionally as a tagged copy of the chain.
+
+    With ``tag`` each stage runs as ``<name>-<tag>`` in ``<exp_dir>-<tag>``, and an ``init_from`` that points at an
+    earlier stage of the chain points at that stage's tagged folder instead (a ``teacher`` outside the chain stays).
+    ``kwargs`` go to :func:`run_stage`. Returns ``{stage name (untagged): model directory}`` in chain order.
+    """
     models: dict[str, Path] = {}
     moved: dict[Path, Path] = {}  # untagged exp_dir -> tagged exp_dir of the stages run so far
-    for config in configs:
-        stage_overrides = {**dict(overrides or {}), "seed": seed}
-        stage = StageConfig.from_yaml(config, stage_overrides)
+    for command, config, overrides in stages:
+        stage_overrides = dict(overrides or {})
+        stage = (StageConfig if command == "train" else DistillConfig).from_yaml(config, stage_overrides)
         if tag:
             exp_dir = Path(f"{stage.exp_dir}-{tag}")
             stage_overrides.update({"name": f"{stage.name}-{tag}", "exp_dir": str(exp_dir)})
             if stage.init_from and Path(stage.init_from) in moved:
                 stage_overrides["init_from"] = str(moved[Path(stage.init_from)])
             moved[Path(stage.exp_dir)] = exp_dir
-        models[stage.name] = run_stage("train", config, overrides=stage_overrides, **kwargs)
+        models[stage.name] = run_stage(command, config, overrides=stage_overrides, **kwargs)
     return models
+
+
+def run_sparsity_sweep(
+    targets: Sequence[float],
+    prune_configs: Sequence[str | os.PathLike],
+    sv_configs: Sequence[str | os.PathLike],
+    *,
+    prune_overrides: Mapping | None = None,
+    sv_overrides: Mapping | None = None,
+    **kwargs,
+) -> dict[float, dict[str, Path]]:
+    """Table 3's chain (distill + prune, distill, the SV stages on the pruned encoder) at each target sparsity.
+
+    The first pruning stage runs with ``pruning.target_sparsity`` set to the target; the chain of a target that its
+    YAML already holds (0.8 in both profiles) runs untagged, so it is the chain of the chapter "Lagrangian pruning"
+    (reused), every other one as a copy tagged ``sparsity<NN>`` (:func:`run_chain`) beside it.
+
+    Args:
+        targets: target sparsities, e.g. ``(0.5, 0.7, 0.8, 0.9, 0.95)``.
+        prune_configs: the pruning stages in order (``p1_prune.yaml``, ``p2_distill.yaml``).
+        sv_configs: the SV stages on the pruned encoder in order (``prune/s1_freeze.yaml`` …).
+        prune_overrides, sv_overrides: overrides of every pruning / SV stage (data folders, seed).
+        kwargs: to :func:`run_stage` (``gpus``, ``reuse``, ``profile``, ``results_dir``).
+
+    Returns:
+        ``{target: {stage name: model directory}}``.
+    """
+    first = DistillConfig.from_yaml(prune_configs[0], prune_overrides)
+    out = {}
+    for target in targets:
+        if not 0.0 < target < 1.0:
+            raise ValueError(f"target sparsity {target}: expected a fraction in (0, 1)")
+        stages = [("prune", config, dict(prune_overrides or {})) for config in prune_configs]
+        stages[0][2]["pruning.target_sparsity"] = float(target)
+        stages += [("train", config, sv_overrides) for config in sv_configs]
+        tag = None if target == first.pruning.target_sparsity else f"sparsity{round(100 * target)}"
+        out[target] = run_chain(stages, tag=tag, **kwargs)
+    return out
