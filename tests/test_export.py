@@ -151,3 +151,38 @@ def test_external_weights_live_in_one_data_file_beside_the_graph(tmp_path, int8)
     assert sorted(p.name for p in moved.iterdir()) == ["m.onnx"]
     assert F.cosine_similarity(OnnxSpeakerModel(moved / "m.onnx").embed(_waves([2.0])[0]),
                                onnx_model.embed(_waves([2.0])[0]), dim=0) >= 0.99999
+
+
+def test_embedding_agreement_measures_each_runtime_against_pytorch(corpus, tmp_path):  # noqa: F811
+    """svlib.scoring.embedding_agreement: cosine 1 for the model itself, ~1 for its ONNX export, lower for another
+    model; every utterance of the lists (five of the six are in the trials) is counted once."""
+    from types import SimpleNamespace
+
+    from svlib.model import load_model
+    from svlib.scoring import embedding_agreement
+
+    model = load_model(corpus / "model").eval()
+    torch.manual_seed(5)
+    other = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    trial_set = SimpleNamespace(name="t", eval_dir=corpus, trials=corpus / "trials")
+    onnx_model = OnnxSpeakerModel(export_onnx(model, tmp_path / "m.onnx"))
+    table = embedding_agreement(model, {"itself": model, "onnx": onnx_model, "another model": other},
+                                [trial_set, trial_set])
+    assert list(table.index) == ["itself", "onnx", "another model"]
+    assert (table["utterances"] == 5).all()
+    assert table.loc["itself", "min cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert 0.99999 <= table.loc["onnx", "min cosine"] <= table.loc["onnx", "median cosine"] <= 1.0 + 1e-6
+    assert table.loc["another model", "min cosine"] < 0.99
+    assert table["shortest (s)"].iloc[0] == pytest.approx(1.0) and table["longest (s)"].iloc[0] == pytest.approx(1.3)
+
+
+def test_time_speaker_models_pairs_every_runtime_with_the_reference(tmp_path):
+    from svlib.bench.deploy import time_speaker_models
+
+    model = _pruned_tiny(6)
+    onnx_model = OnnxSpeakerModel(export_onnx(model, tmp_path / "m.onnx"))
+    out = time_speaker_models({"torch": model, "onnx": onnx_model}, seconds=1.0, repeats=3, threads=1)
+    assert list(out) == ["torch", "onnx"]
+    assert out["torch"]["speedup_paired"]["ratios"] == [1.0, 1.0, 1.0]
+    assert len(out["onnx"]["speedup_paired"]["ratios"]) == 3
+    assert out["onnx"]["q1"] <= out["onnx"]["s"] <= out["onnx"]["q3"]

@@ -42,3 +42,15 @@ def test_every_figure_of_a_notebook_is_shown():
     nbclient.NotebookClient(nb, timeout=300).execute()
     shown = [sum("image/png" in o.get("data", {}) for o in cell.outputs) for cell in nb.cells]
     assert shown == [1, 1, 1]
+
+
+def test_sparsity_sweep_figure_has_both_axes_and_labels_every_point():
+    points = {"demo": [(0, 1.2, 30.0, 5.0, 4.0, 6.0), (80, 0.3, 9.0, 7.0, 5.5, 8.0), (50, 0.6, 17.0, 5.5, 4.4, 6.5)],
+              "cross-channel": [(0, 1.2, 30.0, 9.0, 8.0, 10.0), (80, 0.3, 9.0, 11.0, 9.0, 13.0),
+                                (50, 0.6, 17.0, 10.0, 9.0, 11.0)]}
+    fig = plots.plot_sparsity_sweep(points, title="demo scale")
+    left, right = fig.axes[:2]
+    assert left.get_xlabel().startswith("GMACs") and "measured" in right.get_xlabel()
+    assert sorted(t.get_text() for t in left.texts) == ["0 %", "50 %", "80 %"]
+    line = left.lines[0]
+    assert list(line.get_xdata()) == [1.2, 0.6, 0.3], "points in order of sparsity"

@@ -17,6 +17,7 @@ import copy
 import logging
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -31,7 +32,7 @@ from svlib.model.structure import AUTHORS_STRUCTURE_RESOURCE, load_structure
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEPLOY_BACKENDS", "bench_deploy"]
+__all__ = ["DEPLOY_BACKENDS", "bench_deploy", "time_speaker_models"]
 
 DEPLOY_BACKENDS = ("torch fp32", "onnx fp32", "onnx int8")
 """The runtimes of :func:`bench_deploy`, in the order of its tables."""
@@ -132,6 +133,40 @@ def bench_deploy(
         "onnx_bytes": sizes,
         "rows": rows,
     }
+
+
+def time_speaker_models(models: Mapping[str, torch.nn.Module], seconds: float = 4.0, repeats: int = 5,
+                        threads: int | None = None, reference: str | None = None, seed: int = 0) -> dict:
+    """Forward time of speaker models (PyTorch or :class:`~svlib.model.export.OnnxSpeakerModel`) on one utterance of
+    ``seconds`` of audio, timed interleaved, CPU, batch 1 (the front end excluded: the same for all).
+
+    Args:
+        models: ``{name: model}``; ``model(features, None)`` gives the embedding.
+        seconds: the utterance length.
+        repeats: timed rounds (after one untimed round).
+        threads: torch's CPU threads for the call (restored afterwards); ``None`` keeps torch's setting.
+        reference: the model the paired speed-ups are taken against (default: the first).
+        seed: seed of the random input features.
+
+    Returns:
+        ``{name: {"s": median, "q1", "q3", "speedup_paired": paired ratio over reference}}``.
+    """
+    reference = next(iter(models)) if reference is None else reference
+    frames = frames_for_samples(int(round(seconds * SAMPLE_RATE)))
+    x = torch.randn(1, frames, 160, generator=torch.Generator().manual_seed(seed))
+    default_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for model in models.values():
+            model.eval()
+        runners = {name: (_onnx_runner(m) if isinstance(m, OnnxSpeakerModel) else _torch_runner(m))
+                   for name, m in models.items()}
+        times = interleaved_times({name: (lambda run=run: run(x)) for name, run in runners.items()}, repeats=repeats)
+    finally:
+        torch.set_num_threads(default_threads)
+    return {name: {"s": t["median"], "q1": t["q1"], "q3": t["q3"],
+                   "speedup_paired": paired_ratio(times, reference, name)} for name, t in times.items()}
 
 
 def _torch_runner(model: SpeakerModel):

@@ -587,6 +587,37 @@ def plot_complexity_vs_sparsity(points: dict, title: str = ""):
     return fig
 
 
+@book_figure
+def plot_sparsity_sweep(points: dict, title: str = ""):
+    """EER with its interval against MACs (left) and measured forward time (right), one point per sparsity.
+
+    Args:
+        points: ``{trial list: [(sparsity %, GMACs, milliseconds, EER, low, high), ...]}``; each point is labelled
+            with its sparsity.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(MAX_WIDTH_IN, 3.6), sharey=True, constrained_layout=True)
+    markers = ["o", "s", "^", "D"]
+    for i, (name, rows) in enumerate(points.items()):
+        rows = sorted(rows)
+        eer, low, high = (np.array([r[k] for r in rows], dtype=float) for k in (3, 4, 5))
+        for ax, k in zip(axes, (1, 2)):
+            x = np.array([r[k] for r in rows], dtype=float)
+            ax.errorbar(x, eer, yerr=[eer - low, high - eer], fmt=markers[i % 4] + "-", color=f"C{i}", capsize=3,
+                        label=name)
+            if i == 0:
+                for xi, yi, r in zip(x, eer, rows):
+                    ax.annotate(f"{r[0]:g} %", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=9)
+    axes[0].set_xlabel("GMACs per second of audio")
+    axes[1].set_xlabel("forward time (ms, CPU, measured)")
+    axes[0].set_ylabel("EER (%)")
+    for ax in axes:
+        ax.set_xscale("log")
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=max(1, len(points)))
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def save_figure(fig, directory, name: str):
     """Write ``fig`` to ``directory/name.png`` (:data:`DPI`, atomically) and return the path."""
     path = Path(directory) / f"{name}.png"

@@ -22,10 +22,11 @@ import torch
 from svlib.data.lists import read_key_value, read_trials
 from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials, metric_digits
 from svlib.scoring.evaluate import Evaluation, evaluate_model, score_trials
+from svlib.scoring.extract import extract_embeddings, probe_duration
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Comparison", "compare_systems"]
+__all__ = ["Comparison", "compare_systems", "embedding_agreement"]
 
 _LABELS = {"eer_percent": "EER (%)", "min_dcf_0.01": "minDCF(0.01)", "min_dcf_0.05": "minDCF(0.05)"}
 
@@ -152,3 +153,36 @@ def compare_systems(
         logger.info("compared %d systems on %s (%d trials, %d speakers)", len(systems), name, len(trials.trials),
                     boot.n_speakers)
     return Comparison(evaluations, bootstraps)
+
+
+def embedding_agreement(reference: torch.nn.Module, others: Mapping[str, torch.nn.Module], trial_sets: Sequence,
+                        *, progress: bool = False) -> pd.DataFrame:
+    """How closely other runtimes of one model reproduce its embeddings: the cosine between ``reference``'s and each
+    other model's embedding of every utterance of the trial lists (an exported copy of the model, say, as in
+    :class:`~svlib.model.export.OnnxSpeakerModel`).
+
+    Args:
+        reference: the speaker model whose embeddings count as exact (the PyTorch model).
+        others: ``{name: model}`` with the same interface (``embed_waveforms`` through
+            :func:`~svlib.scoring.extract.extract_embeddings`).
+        trial_sets: as for :func:`compare_systems`; every utterance of their lists is embedded once.
+
+    Returns:
+        One row per other model: ``utterances``, the shortest and longest utterance in seconds, and the ``min`` and
+        ``median`` cosine to the reference over the utterances.
+    """
+    wav_scp: dict[str, str] = {}
+    for trial_set in trial_sets:
+        scp = read_key_value(Path(trial_set.eval_dir) / "wav.scp", "wav.scp")
+        wav_scp.update({u: scp[u] for u in read_trials(trial_set.trials).utterances()})
+    wav_scp = dict(sorted(wav_scp.items()))
+    seconds = [probe_duration(source) for source in wav_scp.values()]
+    exact = extract_embeddings(reference, wav_scp, progress=progress)
+    rows = {}
+    for name, model in others.items():
+        emb = extract_embeddings(model, wav_scp, progress=progress)
+        cos = torch.stack([torch.nn.functional.cosine_similarity(exact[u].float(), emb[u].float(), dim=0)
+                           for u in wav_scp])
+        rows[name] = {"utterances": len(wav_scp), "shortest (s)": min(seconds), "longest (s)": max(seconds),
+                      "min cosine": float(cos.min()), "median cosine": float(cos.median())}
+    return pd.DataFrame.from_dict(rows, orient="index")
