@@ -28,6 +28,8 @@ import torch
 from torch import nn
 from transformers import Wav2Vec2BertConfig, Wav2Vec2BertModel
 
+from svlib.model.attention import use_lookup_position_bias
+
 logger = logging.getLogger(__name__)
 
 NAMED_CONFIGS = ("w2v-bert-2.0", "tiny")
@@ -97,20 +99,22 @@ def build_hf_encoder(name_or_path: str | Path, *, meta: bool = False, **override
     if has_weights:
         logger.info("loading w2v-BERT 2.0 weights from %s", name_or_path)
         model = Wav2Vec2BertModel.from_pretrained(str(name_or_path), config=config, local_files_only=True)
-        return drop_spec_augment_embedding(model)  # the released checkpoint holds masked_spec_embed
+        # the released checkpoint holds masked_spec_embed
+        return use_lookup_position_bias(drop_spec_augment_embedding(model))
     logger.info("building a randomly initialised w2v-BERT encoder from config %r", str(name_or_path))
     return new_hf_encoder(config)
 
 
 def new_hf_encoder(config: Wav2Vec2BertConfig, *, meta: bool = False) -> Wav2Vec2BertModel:
     """A ``Wav2Vec2BertModel`` built from ``config`` (random weights, or on the meta device), without the
-    parameters speaker verification never uses (:func:`drop_spec_augment_embedding`)."""
+    parameters speaker verification never uses (:func:`drop_spec_augment_embedding`) and with the looked-up relative
+    position bias (:func:`~svlib.model.attention.use_lookup_position_bias`)."""
     if not meta:
-        return drop_spec_augment_embedding(Wav2Vec2BertModel(config))
+        return use_lookup_position_bias(drop_spec_augment_embedding(Wav2Vec2BertModel(config)))
     with torch.device("meta"):
         model = Wav2Vec2BertModel(config)
     # masked_spec_embed is created with torch.Tensor(), which ignores the default device
-    return drop_spec_augment_embedding(model).to("meta")
+    return use_lookup_position_bias(drop_spec_augment_embedding(model).to("meta"))
 
 
 def drop_spec_augment_embedding(model: Wav2Vec2BertModel) -> Wav2Vec2BertModel:
@@ -177,7 +181,7 @@ class W2VBertEncoder(nn.Module):
 
     def __init__(self, model: Wav2Vec2BertModel):
         super().__init__()
-        self.model = model
+        self.model = use_lookup_position_bias(model)
         self.lora: LoRAConfig | None = None
 
     @classmethod
