@@ -49,7 +49,8 @@ bench: setup
 	$(VENV)/bin/svlib bench features --json
 	$(VENV)/bin/svlib bench extract --json
 	$(VENV)/bin/svlib params --structure svlib/configs/authors_pruned_structure_0.8.json --json
-	$(VENV)/bin/svlib bench prune-speedup --json
+	$(VENV)/bin/svlib bench prune-speedup --lengths 1 4 10 30 --align 8 16 --json
+	$(VENV)/bin/svlib bench deploy --json
 
 # format: the notebooks' code cells formatted with black at 79 columns, the width of the book's code column
 format: setup

@@ -192,3 +192,16 @@ def test_a_sparsity_sweep_runs_the_chain_per_target_and_keeps_the_configs_own_un
                if "lora_" not in n) == structure_params(structures[1])
     with pytest.raises(ValueError, match="target sparsity 1.2"):
         run_sparsity_sweep([1.2], [p1, p2], [s1])
+
+
+def test_an_aligned_pruning_run_saves_multiples_and_the_model_it_counts(setup):
+    """pruning.align = 8 through a whole stage: every kept FFN and conv block of structure.json is a multiple of 8,
+    and the saved model has exactly the parameters Eq. (8) counts for that structure."""
+    tmp_path = setup
+    config = distill_yaml(tmp_path, "aligned", pruning={"target_sparsity": 0.5, "warmup_steps": 4,
+                                                        "lr_log_alpha": 0.2, "lr_lambda": 0.2, "align": 8})
+    out = prune(config)
+    structure = PrunedStructure.load(out.parent / "structure.json")
+    units = [u for f1, f2 in structure.ffn for u in (f1, f2)] + list(structure.conv)
+    assert all(u % 8 == 0 for u in units) and any(0 < u < 256 for u in units), units
+    assert sum(p.numel() for p in load_model(out).encoder.parameters()) == structure_params(structure)
