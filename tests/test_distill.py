@@ -174,7 +174,7 @@ def test_a_sparsity_sweep_runs_the_chain_per_target_and_keeps_the_configs_own_un
     s1 = stage_yaml(tmp_path, "s1", init_from=str(tmp_path / "exp" / "p2"), freeze_encoder=True,
                     lora={"r": 2, "alpha": 4}, epochs=1)
     runs = run_sparsity_sweep([0.5, 0.3], [p1, p2], [s1], prune_overrides={"seed": 3}, profile="test",
-                              results_dir=tmp_path / "results")
+                              results_dir=tmp_path / "results", workers=2)  # the two chains in two processes
     exp = tmp_path / "exp"
     assert runs[0.5] == {"p1": exp / "p1" / "model", "p2": exp / "p2" / "model", "s1": exp / "s1" / "model"}
     assert runs[0.3] == {"p1": exp / "p1-sparsity30" / "model", "p2": exp / "p2-sparsity30" / "model",
@@ -190,6 +190,11 @@ def test_a_sparsity_sweep_runs_the_chain_per_target_and_keeps_the_configs_own_un
     assert structure_params(structures[1]) > structure_params(structures[0]), "the lower target keeps more"
     assert sum(p.numel() for n, p in load_model(runs[0.3]["s1"]).encoder.named_parameters()
                if "lora_" not in n) == structure_params(structures[1])
+    trained = (exp / "s1-sparsity30" / "model" / "model.safetensors").stat().st_mtime_ns
+    again = run_sparsity_sweep([0.3], [p1, p2], [s1], prune_overrides={"seed": 3}, profile="test",
+                               results_dir=tmp_path / "results")  # in this process: finds the chain trained
+    assert again[0.3] == runs[0.3]
+    assert (exp / "s1-sparsity30" / "model" / "model.safetensors").stat().st_mtime_ns == trained
     with pytest.raises(ValueError, match="target sparsity 1.2"):
         run_sparsity_sweep([1.2], [p1, p2], [s1])
 
