@@ -174,7 +174,7 @@ def test_a_sparsity_sweep_runs_the_chain_per_target_and_keeps_the_configs_own_un
     s1 = stage_yaml(tmp_path, "s1", init_from=str(tmp_path / "exp" / "p2"), freeze_encoder=True,
                     lora={"r": 2, "alpha": 4}, epochs=1)
     runs = run_sparsity_sweep([0.5, 0.3], [p1, p2], [s1], prune_overrides={"seed": 3}, profile="test",
-                              results_dir=tmp_path / "results", workers=2)  # the two chains in two processes
+                              results_dir=tmp_path / "results")
     exp = tmp_path / "exp"
     assert runs[0.5] == {"p1": exp / "p1" / "model", "p2": exp / "p2" / "model", "s1": exp / "s1" / "model"}
     assert runs[0.3] == {"p1": exp / "p1-sparsity30" / "model", "p2": exp / "p2-sparsity30" / "model",

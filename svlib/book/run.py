@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import multiprocessing
 import os
 import re
 import shutil
@@ -22,12 +21,10 @@ import subprocess
 import sys
 import time
 from collections import deque
-from concurrent.futures import ProcessPoolExecutor
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
 
 from svlib.core.atomic import atomic_write
@@ -480,7 +477,6 @@ def run_sparsity_sweep(
     *,
     prune_overrides: Mapping | None = None,
     sv_overrides: Mapping | None = None,
-    workers: int = 1,
     **kwargs,
 ) -> dict[float, dict[str, Path]]:
     """Table 3's chain (distill + prune, distill, the SV stages on the pruned encoder) at each target sparsity.
@@ -494,9 +490,6 @@ def run_sparsity_sweep(
         prune_configs: the pruning stages in order (``p1_prune.yaml``, ``p2_distill.yaml``).
         sv_configs: the SV stages on the pruned encoder in order (``prune/s1_freeze.yaml`` …).
         prune_overrides, sv_overrides: overrides of every pruning / SV stage (data folders, seed).
-        workers: chains run at once, each in its own process with ``1/workers`` of this process's CPU threads (the
-            chains are independent, and small models use several threads poorly: two one-thread chains finish
-            sooner than two two-thread chains in turn); 1 runs them in turn in this process.
         kwargs: to :func:`run_stage` (``gpus``, ``reuse``, ``profile``, ``results_dir``).
 
     Returns:
@@ -511,12 +504,4 @@ def run_sparsity_sweep(
         stages[0][2]["pruning.target_sparsity"] = float(target)
         stages += [("train", config, sv_overrides) for config in sv_configs]
         chains[target] = (stages, None if target == first.pruning.target_sparsity else f"sparsity{round(100 * target)}")
-    if workers <= 1:
-        return {target: run_chain(stages, tag=tag, **kwargs) for target, (stages, tag) in chains.items()}
-    threads = max(1, torch.get_num_threads() // workers)
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=torch.set_num_threads,
-                             initargs=(threads,)) as pool:
-        futures = {target: pool.submit(run_chain, stages, tag=tag, **kwargs)
-                   for target, (stages, tag) in chains.items()}
-        return {target: future.result() for target, future in futures.items()}
+    return {target: run_chain(stages, tag=tag, **kwargs) for target, (stages, tag) in chains.items()}
