@@ -23,19 +23,17 @@ from pathlib import Path
 import torch
 
 from svlib.analysis.complexity import model_complexity, structure_complexity
-from svlib.bench.timing import interleaved_times, paired_ratio
+from svlib.bench.pruning import structure_source
+from svlib.bench.timing import cpu_threads, interleaved_times, paired_ratio
 from svlib.frontend.features import SAMPLE_RATE, frames_for_samples
-from svlib.model.export import OnnxSpeakerModel, export_onnx
+from svlib.model.export import OnnxSpeakerModel, export_onnx, onnx_files
 from svlib.model.resize import apply_structure
 from svlib.model.speaker import SpeakerModel
-from svlib.model.structure import AUTHORS_STRUCTURE_RESOURCE, load_structure
+from svlib.model.structure import load_structure
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DEPLOY_BACKENDS", "bench_deploy", "time_speaker_models"]
-
-DEPLOY_BACKENDS = ("torch fp32", "onnx fp32", "onnx int8")
-"""The runtimes of :func:`bench_deploy`, in the order of its tables."""
+__all__ = ["bench_deploy", "time_speaker_models"]
 
 
 def bench_deploy(
@@ -47,7 +45,8 @@ def bench_deploy(
     encoder: str = "w2v-bert-2.0",
     workdir: str | os.PathLike | None = None,
 ) -> dict:
-    """Time {full, pruned} × :data:`DEPLOY_BACKENDS` interleaved at each input length.
+    """Time {full, pruned} × {torch fp32, onnx fp32, onnx int8} interleaved at each input length
+    (:func:`time_speaker_models`).
 
     Args:
         structure: the pruned structure (a :class:`~svlib.model.structure.PrunedStructure`, dict or JSON file in the
@@ -65,10 +64,9 @@ def bench_deploy(
         variant (``"full torch fp32"`` … ``"pruned onnx int8"``) the median time with its interquartile range,
         seconds per audio second and the paired speed-up over ``"full torch fp32"``.
     """
-    source = f"svlib/{AUTHORS_STRUCTURE_RESOURCE}" if structure is None else (
-        str(structure) if isinstance(structure, (str, os.PathLike)) else "given structure")
     if structure is None and encoder != "w2v-bert-2.0":
         raise ValueError(f"encoder {encoder!r}: give a structure for it (the authors' one is for w2v-bert-2.0)")
+    source = structure_source(structure)
     structure = load_structure(structure)
     torch.manual_seed(seed)
     logger.info("building the full-size speaker model (random weights)")
@@ -79,45 +77,28 @@ def bench_deploy(
     torch_models = {"full": full, "pruned": pruned}
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in torch_models.items()}
 
-    default_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with tempfile.TemporaryDirectory(prefix="svlib-bench-deploy-") as tmp:
-            folder = Path(workdir) if workdir is not None else Path(tmp)
-            runners, sizes = {}, {}
-            for name, model in torch_models.items():
-                runners[f"{name} torch fp32"] = _torch_runner(model)
-                for int8 in (False, True):
-                    variant = f"{name} onnx {'int8' if int8 else 'fp32'}"
-                    logger.info("exporting %s", variant)
-                    path = export_onnx(model, folder / f"{variant.replace(' ', '_')}.onnx", int8=int8)
-                    sizes[variant] = sum(f.stat().st_size for f in (path, path.with_name(f"{path.name}.data"))
-                                         if f.is_file())
-                    runners[variant] = _onnx_runner(OnnxSpeakerModel(path, threads=threads))
-            input_dim = full.encoder.config.feature_projection_input_dim
-            full_meta = SpeakerModel.build(encoder, head="adapter_mfa", meta=True)
-            rows = []
-            for sec in seconds:
-                frames = frames_for_samples(int(round(sec * SAMPLE_RATE)))
-                x = torch.randn(1, frames, input_dim)
-                times = interleaved_times({name: (lambda run=run: run(x)) for name, run in runners.items()},
-                                          repeats=repeats)
-                macs = {"full": model_complexity(full_meta, seconds=sec).macs,
-                        "pruned": structure_complexity(structure, seconds=sec).macs}
-                variants = {
-                    name: {
-                        "s": t["median"], "q1": t["q1"], "q3": t["q3"],
-                        "s_per_audio_s": t["median"] / sec,
-                        "speedup_paired": paired_ratio(times, "full torch fp32", name),
-                    }
-                    for name, t in times.items()
-                }
-                rows.append({"seconds": sec, "frames": frames, "full_gmacs": macs["full"] / 1e9,
-                             "pruned_gmacs": macs["pruned"] / 1e9, "mac_ratio": macs["full"] / macs["pruned"],
-                             "variants": variants})
-                logger.info("%g s: %s", sec, ", ".join(f"{n} {v['s']:.3f} s" for n, v in variants.items()))
-    finally:
-        torch.set_num_threads(default_threads)
+    with cpu_threads(threads), tempfile.TemporaryDirectory(prefix="svlib-bench-deploy-") as tmp:
+        folder = Path(workdir) if workdir is not None else Path(tmp)
+        runtimes, sizes = {}, {}
+        for name, model in torch_models.items():
+            runtimes[f"{name} torch fp32"] = model
+            for int8 in (False, True):
+                variant = f"{name} onnx {'int8' if int8 else 'fp32'}"
+                logger.info("exporting %s", variant)
+                path = export_onnx(model, folder / f"{variant.replace(' ', '_')}.onnx", int8=int8)
+                sizes[variant] = sum(f.stat().st_size for f in onnx_files(path))
+                runtimes[variant] = OnnxSpeakerModel(path, threads=threads)
+        full_meta = SpeakerModel.build(encoder, head="adapter_mfa", meta=True)
+        rows = []
+        for sec in seconds:
+            timed = time_speaker_models(runtimes, seconds=sec, repeats=repeats, reference="full torch fp32", seed=seed)
+            macs = {"full": model_complexity(full_meta, seconds=sec).macs,
+                    "pruned": structure_complexity(structure, seconds=sec).macs}
+            variants = {name: {**t, "s_per_audio_s": t["s"] / sec} for name, t in timed.items()}
+            rows.append({"seconds": sec, "frames": frames_for_samples(int(round(sec * SAMPLE_RATE))),
+                         "full_gmacs": macs["full"] / 1e9, "pruned_gmacs": macs["pruned"] / 1e9,
+                         "mac_ratio": macs["full"] / macs["pruned"], "variants": variants})
+            logger.info("%g s: %s", sec, ", ".join(f"{n} {v['s']:.3f} s" for n, v in variants.items()))
     return {
         "benchmark": "deploy",
         "encoder": encoder,
@@ -154,31 +135,15 @@ def time_speaker_models(models: Mapping[str, torch.nn.Module], seconds: float = 
     reference = next(iter(models)) if reference is None else reference
     frames = frames_for_samples(int(round(seconds * SAMPLE_RATE)))
     x = torch.randn(1, frames, 160, generator=torch.Generator().manual_seed(seed))
-    default_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        for model in models.values():
-            model.eval()
-        runners = {name: (_onnx_runner(m) if isinstance(m, OnnxSpeakerModel) else _torch_runner(m))
-                   for name, m in models.items()}
-        times = interleaved_times({name: (lambda run=run: run(x)) for name, run in runners.items()}, repeats=repeats)
-    finally:
-        torch.set_num_threads(default_threads)
-    return {name: {"s": t["median"], "q1": t["q1"], "q3": t["q3"],
-                   "speedup_paired": paired_ratio(times, reference, name)} for name, t in times.items()}
 
-
-def _torch_runner(model: SpeakerModel):
-    def run(x: torch.Tensor) -> torch.Tensor:
+    def forward(model: torch.nn.Module):  # PyTorch and ONNX models alike: model(features, mask)
         with torch.inference_mode():
             return model(x, None)
 
-    return run
+    for model in models.values():
+        model.eval()
+    with cpu_threads(threads):
+        times = interleaved_times({name: (lambda m=m: forward(m)) for name, m in models.items()}, repeats=repeats)
+    return {name: {"s": t["median"], "q1": t["q1"], "q3": t["q3"],
+                   "speedup_paired": paired_ratio(times, reference, name)} for name, t in times.items()}
 
-
-def _onnx_runner(model: OnnxSpeakerModel):
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return model(x)
-
-    return run

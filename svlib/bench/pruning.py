@@ -17,7 +17,7 @@ import os
 import torch
 
 from svlib.analysis.complexity import count_macs
-from svlib.bench.timing import interleaved_times, paired_ratio
+from svlib.bench.timing import cpu_threads, interleaved_times, paired_ratio
 from svlib.frontend.features import frames_for_samples
 from svlib.model.encoder import new_hf_encoder
 from svlib.model.resize import apply_structure, build_pruned_encoder
@@ -26,6 +26,14 @@ from svlib.model.structure import AUTHORS_STRUCTURE_RESOURCE, PrunedStructure, l
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16_000
+
+
+def structure_source(structure) -> str:
+    """How a benchmark's JSON names the structure it was given: the file, the shipped authors' structure, or
+    ``"given structure"`` for an object."""
+    if structure is None:
+        return f"svlib/{AUTHORS_STRUCTURE_RESOURCE}"
+    return str(structure) if isinstance(structure, (str, os.PathLike)) else "given structure"
 
 
 def bench_prune_speedup(
@@ -55,10 +63,7 @@ def bench_prune_speedup(
         interquartile range) and the MAC ratio of the pruned model (``full_s``, ``pruned_s``, ``speedup_paired``,
         ``mac_ratio``, …) and, under ``"variants"``, of every pruned variant (``"pruned"``, ``"aligned 8"``, …).
     """
-    if structure is None:
-        source = f"svlib/{AUTHORS_STRUCTURE_RESOURCE}"
-    else:
-        source = str(structure) if isinstance(structure, (str, os.PathLike)) else "given structure"
+    source = structure_source(structure)
     structure = load_structure(structure)
     structures = {"pruned": structure, **{f"aligned {m}": structure.aligned(m) for m in align}}
     torch.manual_seed(seed)
@@ -70,12 +75,8 @@ def bench_prune_speedup(
     metas = {"full": full_meta, **{name: build_pruned_encoder(s, meta=True).eval() for name, s in structures.items()}}
     input_dim = config.feature_projection_input_dim
 
-    default_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
     rows = []
-    try:
-        used_threads = torch.get_num_threads()
+    with cpu_threads(threads) as used_threads:
         for sec in seconds:
             frames = frames_for_samples(int(round(sec * SAMPLE_RATE)))
             x = torch.randn(1, frames, input_dim)
@@ -109,8 +110,6 @@ def bench_prune_speedup(
                 }
             )
             logger.info("%g s: %s", sec, ", ".join(f"{n} {t['median']:.3f} s" for n, t in times.items()))
-    finally:
-        torch.set_num_threads(default_threads)
     params = {name: sum(p.numel() for p in m.parameters()) for name, m in models.items()}
     return {
         "benchmark": "prune-speedup",

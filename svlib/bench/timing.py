@@ -6,13 +6,28 @@ load change on a shared machine then slows all variants of a round, not one vari
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import numpy as np
+import torch
 
-__all__ = ["interleaved_times", "paired_ratio"]
+__all__ = ["cpu_threads", "interleaved_times", "paired_ratio"]
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int | None) -> Iterator[int]:
+    """torch's CPU threads set to ``threads`` for the ``with`` block (``None``: left as they are) and restored after
+    it; yields the number in use."""
+    default = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(default)
 
 
 def interleaved_times(fns: Mapping[str, Callable[[], object]], repeats: int = 3, warmup: int = 1) -> dict:

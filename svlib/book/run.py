@@ -496,12 +496,13 @@ def run_sparsity_sweep(
         ``{target: {stage name: model directory}}``.
     """
     first = DistillConfig.from_yaml(prune_configs[0], prune_overrides)
-    chains = {}
+    out = {}
     for target in targets:
         if not 0.0 < target < 1.0:
             raise ValueError(f"target sparsity {target}: expected a fraction in (0, 1)")
         stages = [("prune", config, dict(prune_overrides or {})) for config in prune_configs]
         stages[0][2]["pruning.target_sparsity"] = float(target)
         stages += [("train", config, sv_overrides) for config in sv_configs]
-        chains[target] = (stages, None if target == first.pruning.target_sparsity else f"sparsity{round(100 * target)}")
-    return {target: run_chain(stages, tag=tag, **kwargs) for target, (stages, tag) in chains.items()}
+        tag = None if target == first.pruning.target_sparsity else f"sparsity{round(100 * target)}"
+        out[target] = run_chain(stages, tag=tag, **kwargs)
+    return out

@@ -45,7 +45,7 @@ from svlib.frontend.features import FeatureExtractor
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EXTERNAL_DATA_BYTES", "ONNX_OPSET", "OnnxSpeakerModel", "export_onnx"]
+__all__ = ["EXTERNAL_DATA_BYTES", "ONNX_OPSET", "OnnxSpeakerModel", "export_onnx", "onnx_files"]
 
 ONNX_OPSET = 18
 """The ONNX opset of :func:`export_onnx` (onnxruntime ≥ 1.14 runs it)."""
@@ -106,7 +106,7 @@ def export_onnx(
         embedding_dim = int(model(example, None).shape[-1])
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     path.parent.mkdir(parents=True, exist_ok=True)
-    data_name = f"{path.name}.data"
+    data_name = _data_file(path).name
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as tmp:
         tmp = Path(tmp)
         traced = tmp / "traced.onnx"
@@ -154,6 +154,17 @@ def export_onnx(
     return path
 
 
+def _data_file(path: Path) -> Path:
+    """Where :func:`export_onnx` keeps the external weights of ``path``: ``FILE.onnx.data`` beside it."""
+    return path.with_name(f"{path.name}.data")
+
+
+def onnx_files(path: str | os.PathLike) -> list[Path]:
+    """The files of an exported model: the graph, and its external weights where it has them."""
+    path = Path(path)
+    return [path] + [f for f in (_data_file(path),) if f.is_file()]
+
+
 class OnnxSpeakerModel(nn.Module):
     """An exported speaker model (:func:`export_onnx`) run by onnxruntime on the CPU, behind the interface of
     :class:`~svlib.model.speaker.SpeakerModel` that scoring uses.
@@ -187,11 +198,10 @@ class OnnxSpeakerModel(nn.Module):
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.frontend = FeatureExtractor()
         digest = hashlib.sha256()
-        for file in (self.path, self.path.with_name(f"{self.path.name}.data")):  # the graph, its external weights
-            if file.is_file():
-                with open(file, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 24), b""):
-                        digest.update(block)
+        for file in onnx_files(self.path):
+            with open(file, "rb") as f:
+                for block in iter(lambda: f.read(1 << 24), b""):
+                    digest.update(block)
         digest = digest.digest()
         self.register_buffer("onnx_sha256", torch.frombuffer(bytearray(digest), dtype=torch.uint8))
 
