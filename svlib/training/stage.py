@@ -242,7 +242,10 @@ class StageTrainer:
             self.exp_dir.mkdir(parents=True, exist_ok=True)
             (self.exp_dir / "config.yaml").write_text(yaml.safe_dump(c.to_dict(), sort_keys=False))
         autocast = self.dist.device.type == "cuda" and c.precision == "bf16"
-        bar = tqdm(total=total, initial=self.step, desc=c.name, disable=not self.dist.is_main, dynamic_ncols=True)
+        # at most one redraw a second: in a notebook each redraw is a widget message, and a redraw per step queued
+        # half a minute of them behind a demo chapter's training cell
+        bar = tqdm(total=total, initial=self.step, desc=c.name, disable=not self.dist.is_main, dynamic_ncols=True,
+                   mininterval=1.0)
         self.net.train()
         while self.step < total:
             epoch, skip = divmod(self.step, steps_per_epoch)
@@ -252,7 +255,8 @@ class StageTrainer:
                 metrics = self._train_step(wavs, labels, epoch + i / steps_per_epoch, autocast)
                 self.step += 1
                 bar.update(1)
-                bar.set_postfix({k: f"{metrics[k]:.3f}" for k in self.progress_keys if k in metrics})
+                # refresh=False: the postfix shows at the bar's next timed redraw instead of forcing one per step
+                bar.set_postfix({k: f"{metrics[k]:.3f}" for k in self.progress_keys if k in metrics}, refresh=False)
                 self._log({"step": self.step, "epoch": epoch + (i + 1) / steps_per_epoch, **metrics})
                 if c.checkpoint_every and self.step % c.checkpoint_every == 0:
                     self.save_checkpoint()
