@@ -159,3 +159,73 @@ def test_every_library_module_has_its_reference_on_the_api_page():
         if not any(p.startswith("_") for p in parts) and parts[:2] != ["svlib", "cli"] and parts != ["svlib"]:
             modules.add(".".join(parts))
     assert sorted(modules - documented) == []
+
+
+# -- the textbook's apparatus: objectives, citations, links, summaries ------------------------------------------
+
+LESSONS = [entry for entry in CHAPTERS if re.match(r"book/\d\d_", entry)]
+"""The numbered chapters (the appendix of runs is a record, not a lesson)."""
+
+CITE = re.compile(r"\{cite(?::[a-z]+)?\}`([^`]+)`")
+BIB = ROOT / "references.bib"
+
+
+def _markdown(entry):
+    path = _resolve(entry)
+    if path.suffix == ".md":
+        return path.read_text(encoding="utf8")
+    return "\n".join(_source(c) for c in _notebook(entry)["cells"] if c["cell_type"] == "markdown")
+
+
+def _bib_keys():
+    return set(re.findall(r"^@\w+\{([^,\s]+),", BIB.read_text(encoding="utf8"), re.MULTILINE))
+
+
+def _cited(text):
+    return {key.strip() for keys in CITE.findall(text) for key in keys.split(",")}
+
+
+@pytest.mark.parametrize("entry", LESSONS)
+def test_chapter_opens_with_objectives_and_prerequisites(entry):
+    first = _source(_notebook(entry)["cells"][0])
+    assert "```{admonition} In this chapter" in first, f"{entry}: the first cell has no 'In this chapter' box"
+    box = first[first.index("```{admonition} In this chapter") :]
+    for part in ("**You will**", "**Before you start:**", "**Run time:**"):
+        assert part in box, f"{entry}: the 'In this chapter' box lacks {part}"
+
+
+@pytest.mark.parametrize("entry", LESSONS)
+def test_chapter_closes_with_a_summary_in_prose(entry):
+    cells = _notebook(entry)["cells"]
+    closing = _source([c for c in cells if c["cell_type"] == "markdown"][-1])
+    _, heading, summary = closing.partition("## What this chapter established")
+    assert heading, f"{entry}: the last markdown cell is not 'What this chapter established'"
+    assert len(summary.split()) >= 40, f"{entry}: the closing summary has {len(summary.split())} words"
+    assert "hide-input" in cells[-1]["metadata"].get("tags", []), f"{entry}: the assert cell shows its code"
+
+
+@pytest.mark.parametrize("entry", LESSONS)
+def test_chapter_cites_works_of_the_bibliography(entry):
+    cited = _cited(_markdown(entry))
+    assert cited, f"{entry}: cites nothing"
+    unknown = cited - _bib_keys()
+    assert not unknown, f"{entry}: cites keys missing from references.bib: {sorted(unknown)}"
+
+
+def test_every_bibliography_entry_is_cited_and_listed():
+    cited = set().union(*(_cited(_markdown(entry)) for entry in PAGES))
+    assert _bib_keys() - cited == set(), f"entries of references.bib no page cites: {sorted(_bib_keys() - cited)}"
+    assert "book/references" in PAGES, "the bibliography page is not in _toc.yml"
+    assert "{bibliography}" in _markdown("book/references")
+    assert _load_yaml("_config.yml")["bibtex_bibfiles"] == ["references.bib"]
+
+
+def test_pages_link_chapters_instead_of_quoting_their_titles():
+    titles = {}
+    for entry in CHAPTERS:
+        heading = next(line for line in _source(_notebook(entry)["cells"][0]).splitlines() if line.startswith("# "))
+        titles[heading[2:].strip()] = entry
+    for entry in PAGES:
+        text = _markdown(entry)
+        quoted = [t for t in titles if f'"{t}"' in text]
+        assert not quoted, f"{entry}: quotes chapter titles {quoted}; link them with {{doc}}"
