@@ -229,3 +229,50 @@ def test_pages_link_chapters_instead_of_quoting_their_titles():
         text = _markdown(entry)
         quoted = [t for t in titles if f'"{t}"' in text]
         assert not quoted, f"{entry}: quotes chapter titles {quoted}; link them with {{doc}}"
+
+
+EXERCISE = re.compile(r"```\{exercise\}[^\n]*\n:label: (ex-[\w-]+)")
+SOLUTION_START = re.compile(r"```\{solution-start\} (ex-[\w-]+)")
+
+
+def _exercises(entry):
+    """[(label, [code of its solution's cells])] of a chapter, from the cells between each ``solution-start`` and
+    ``solution-end`` (sphinx-exercise's gated solutions, whose code cells run in the build)."""
+    cells = _notebook(entry)["cells"]
+    labels, solutions, current = [], {}, None
+    for cell in cells:
+        text = _source(cell)
+        if cell["cell_type"] == "markdown":
+            labels += EXERCISE.findall(text)
+            if current is not None and "```{solution-end}" in text:
+                current = None
+            started = SOLUTION_START.findall(text)
+            if started:
+                current = started[-1]
+                solutions[current] = []
+        elif current is not None:
+            solutions[current].append(text)
+    return [(label, solutions.get(label)) for label in labels]
+
+
+def _titles(entry):
+    text = "\n".join(_source(c) for c in _notebook(entry)["cells"] if c["cell_type"] == "markdown")
+    return {label: title for title, label in re.findall(r"```\{exercise\} ?([^\n]*)\n:label: (ex-[\w-]+)", text)}
+
+
+@pytest.mark.parametrize("entry", LESSONS)
+def test_chapter_has_two_exercises_with_executed_solutions(entry):
+    exercises = _exercises(entry)
+    assert len(exercises) >= 2, f"{entry}: {len(exercises)} exercises, at least 2 expected"
+    for label, code in exercises:
+        assert code is not None, f"{entry}: exercise {label} has no solution-start/solution-end block"
+        assert "`" not in _titles(entry)[label], f"{entry}: {label}'s title has markup (sphinx-exercise cannot link it)"
+        assert code, f"{entry}: the solution of {label} has no code cell (it would not run in the build)"
+        assert any(re.search(r"^\s*assert\b", c, re.MULTILINE) for c in code), (
+            f"{entry}: the solution of {label} asserts nothing, so a wrong answer would not fail the build"
+        )
+
+
+def test_exercise_labels_are_unique_across_the_book():
+    labels = [label for entry in LESSONS for label, _ in _exercises(entry)]
+    assert len(labels) == len(set(labels)), f"repeated exercise labels: {sorted(l for l in labels if labels.count(l) > 1)}"
