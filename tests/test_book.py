@@ -277,3 +277,11 @@ def test_chapter_has_two_exercises_with_executed_solutions(entry):
 def test_exercise_labels_are_unique_across_the_book():
     labels = [label for entry in LESSONS for label, _ in _exercises(entry)]
     assert len(labels) == len(set(labels)), f"repeated exercise labels: {sorted(l for l in labels if labels.count(l) > 1)}"
+
+
+def test_the_lecturers_page_places_every_exercise_in_a_session():
+    text = _markdown("book/lecturers")
+    placed = set(re.findall(r"\{ref\}`(?:[^`<]*<)?(ex-[\w-]+)>?`", text))
+    labels = {label for entry in LESSONS for label, _ in _exercises(entry)}
+    assert placed == labels, f"exercises in no session: {sorted(labels - placed)}; unknown: {sorted(placed - labels)}"
+    assert all(f"{{doc}}`{Path(entry).name}`" in text for entry in LESSONS), "a chapter is in no session"
