@@ -285,3 +285,10 @@ def test_the_lecturers_page_places_every_exercise_in_a_session():
     labels = {label for entry in LESSONS for label, _ in _exercises(entry)}
     assert placed == labels, f"exercises in no session: {sorted(labels - placed)}; unknown: {sorted(placed - labels)}"
     assert all(f"{{doc}}`{Path(entry).name}`" in text for entry in LESSONS), "a chapter is in no session"
+
+
+def test_chapter_numbers_follow_the_table_of_contents():
+    numbers = [int(Path(entry).name[:2]) for entry in LESSONS]
+    assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), (
+        f"chapter file numbers in toc order: {numbers}; rename the files so that they count up with the toc"
+    )
