@@ -83,7 +83,8 @@ def export_onnx(
         model: a :class:`~svlib.model.speaker.SpeakerModel` (full or pruned; a LoRA adapter is merged into a copy
             first, the model itself is left as it was).
         path: the ``.onnx`` file.
-        int8: quantise the weights of the matrix multiplications to int8 (onnxruntime's ``quantize_dynamic``).
+        int8: quantise the weights of the matrix multiplications to int8 (onnxruntime's ``quantize_dynamic``, with
+            ``reduce_range``: 7-bit weights, which CPUs without VNNI need; see the comment in the code).
         opset: the ONNX opset.
         external_data: keep the weights in one file next to the graph, ``path`` + ``".data"`` (onnxruntime finds
             it by its name, so the two files move together). ``None``: when they exceed
@@ -121,7 +122,11 @@ def export_onnx(
             level = root.level
             root.setLevel(logging.ERROR)  # its notes on shape tensors it leaves in int64, through the root logger
             try:
-                quantize_dynamic(traced, quantised, weight_type=QuantType.QInt8,
+                # reduce_range: 7-bit weights. On x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) onnxruntime
+                # multiplies uint8 activations by int8 weights with 16-bit intermediate sums that saturate: the
+                # tiny test model's embeddings then fell to cosine 0.96-0.97 of PyTorch's on an AVX2 EPYC, and to
+                # 0.9999 with reduce_range (tests/test_export.py); on VNNI CPUs it costs one bit of weight precision
+                quantize_dynamic(traced, quantised, weight_type=QuantType.QInt8, reduce_range=True,
                                  use_external_data_format=weight_bytes / 4 > EXTERNAL_DATA_BYTES)
             finally:
                 root.setLevel(level)
