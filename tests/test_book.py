@@ -232,7 +232,8 @@ def test_pages_link_chapters_instead_of_quoting_their_titles():
         assert not quoted, f"{entry}: quotes chapter titles {quoted}; link them with {{doc}}"
 
 
-EXERCISE = re.compile(r"```\{exercise\}[^\n]*\n:label: (ex-[\w-]+)")
+EXERCISE = re.compile(r"```\{exercise\} ?([^\n]*)\n:label: (ex-[\w-]+)")
+"""An exercise directive: (title, label)."""
 SOLUTION_START = re.compile(r"```\{solution-start\} (ex-[\w-]+)")
 
 
@@ -244,7 +245,7 @@ def _exercises(entry):
     for cell in cells:
         text = _source(cell)
         if cell["cell_type"] == "markdown":
-            labels += EXERCISE.findall(text)
+            labels += [label for _, label in EXERCISE.findall(text)]
             if current is not None and "```{solution-end}" in text:
                 current = None
             started = SOLUTION_START.findall(text)
@@ -257,8 +258,7 @@ def _exercises(entry):
 
 
 def _titles(entry):
-    text = "\n".join(_source(c) for c in _notebook(entry)["cells"] if c["cell_type"] == "markdown")
-    return {label: title for title, label in re.findall(r"```\{exercise\} ?([^\n]*)\n:label: (ex-[\w-]+)", text)}
+    return {label: title for title, label in EXERCISE.findall(_markdown(entry))}
 
 
 @pytest.mark.parametrize("entry", LESSONS)

@@ -292,7 +292,7 @@ def run_book(
 
     Args:
         profile: ``demo``, ``paper`` or any profile under ``config_root``.
-        chapters: names of the chapters to run (stem such as ``06_training``, or a unique prefix such as ``05``);
+        chapters: names of the chapters to run (stem such as ``06_training``, or a unique prefix such as ``06``);
             ``None``: all. They run in toc order whatever the order given.
         resume_from: skip the selected chapters before this one.
         parameters: ``{name: value}`` for the chapters' parameters cells (not ``profile``).

@@ -50,7 +50,7 @@ def _add_book_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p = sub.add_parser("run", help="execute chapters in toc order into _build/runs/<profile>/ (never into book/)")
     p.add_argument("--profile", required=True, help="demo or paper (configs/<profile>/profile.yaml)")
     p.add_argument("--chapter", action="extend", nargs="+", default=None, metavar="NAME",
-                   help="only these chapters, e.g. 06_training or 05 (repeatable; default: all, in toc order)")
+                   help="only these chapters, e.g. 06_training or 06 (repeatable; default: all, in toc order)")
     p.add_argument("--from", dest="resume_from", metavar="NAME", help="skip the chapters before NAME")
     p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                    help="a chapter parameter (value read as YAML: 3, 1e-3, true, null, [a, b]); only chapters "
