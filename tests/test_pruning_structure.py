@@ -27,6 +27,21 @@ def test_authors_structure_loads():
     assert structure.hf_config().hidden_size == 1024
 
 
+def test_kept_fractions_count_units_against_the_unpruned_config():
+    full = PrunedStructure.full(authors_structure().config)
+    assert full.kept_fractions() == dict.fromkeys(full.kept_fractions(), 1.0)
+    structure = authors_structure()
+    fractions = structure.kept_fractions()
+    # counted here from the per-layer lists, independently of the method
+    assert fractions["attention heads"] == sum(structure.heads) / (16 * 24)
+    assert fractions["conv channels"] == sum(structure.conv) / (1024 * 24)
+    assert fractions["FFN units"] == sum(a + b for a, b in structure.ffn) / (2 * 4096 * 24)
+    per_layer = structure.kept_fractions(per_layer=True)
+    assert per_layer["FFN 1 units"][0] == 1662 / 4096 and per_layer["conv channels"][0] == 812 / 1024
+    assert per_layer["attention heads"][23] == 0.0
+    assert all(len(v) == 24 for v in per_layer.values())
+
+
 @pytest.mark.skipif(not AUTHORS_FILE.is_file(), reason="the shared reference copy is not present")
 def test_shared_reference_file_loads_and_equals_the_packaged_copy():
     from_file = PrunedStructure.load(AUTHORS_FILE)

@@ -515,14 +515,9 @@ def plot_pruned_structure(structures: dict, title: str = ""):
     fig, axes = plt.subplots(len(structures), 1, figsize=(MAX_WIDTH_IN, 2.6 * len(structures) + 0.5),
                              constrained_layout=True, squeeze=False)
     for ax, (label, s) in zip(axes[:, 0], structures.items()):
-        config = s.hf_config()
         layers = np.arange(1, s.num_layers + 1)
-        series = {
-            "FFN 1 units": [f1 / config.intermediate_size for f1, _ in s.ffn],
-            "FFN 2 units": [f2 / config.intermediate_size for _, f2 in s.ffn],
-            "attention heads": [h / config.num_attention_heads for h in s.heads],
-            "conv channels": [c / config.hidden_size for c in s.conv],
-        }
+        fractions = s.kept_fractions(per_layer=True)
+        series = {kind: fractions[kind] for kind in ("FFN 1 units", "FFN 2 units", "attention heads", "conv channels")}
         width = 0.2
         for i, (name, values) in enumerate(series.items()):
             ax.bar(layers + (i - 1.5) * width, values, width=width, label=name)

@@ -141,6 +141,28 @@ class PrunedStructure:
     def num_layers(self) -> int:
         return len(self.heads)
 
+    def kept_fractions(self, per_layer: bool = False) -> dict:
+        """The fraction of units kept, by kind: ``"FFN 1 units"``, ``"FFN 2 units"``, ``"attention heads"``,
+        ``"conv channels"``, and ``"FFN units"`` (both FFNs together).
+
+        Args:
+            per_layer: one fraction per Conformer layer (lists) instead of one over all layers.
+
+        Returns:
+            ``{kind: fraction}`` or ``{kind: [fraction per layer]}``.
+        """
+        cfg = self.hf_config()
+        kept = {
+            "FFN 1 units": ([f1 for f1, _ in self.ffn], cfg.intermediate_size),
+            "FFN 2 units": ([f2 for _, f2 in self.ffn], cfg.intermediate_size),
+            "FFN units": ([f1 + f2 for f1, f2 in self.ffn], 2 * cfg.intermediate_size),
+            "attention heads": (self.heads, cfg.num_attention_heads),
+            "conv channels": (self.conv, cfg.hidden_size),
+        }
+        if per_layer:
+            return {kind: [n / full for n in counts] for kind, (counts, full) in kept.items()}
+        return {kind: sum(counts) / (full * self.num_layers) for kind, (counts, full) in kept.items()}
+
     @classmethod
     def full(cls, config: Wav2Vec2BertConfig | dict) -> "PrunedStructure":
         """The unpruned structure of ``config`` (every unit kept).
