@@ -15,6 +15,14 @@ def test_a_typed_copy_of_a_glued_value_is_found_at_the_typed_precision():
     assert found == {"28.6": "gmacs", "580": "params_m", "49": "frames", "892": "n_trials"}
 
 
+def test_a_two_digit_rounding_of_a_value_shown_with_more_digits_is_not_a_copy():
+    # 28.81 GMACs shown as "28.81"; "about 29°" is the margin in degrees, not a copy of it
+    markdown = "It costs {glue:text}`gmacs:.2f` GMACs; the margin is about 29°; the FFNs hold 69 %."
+    assert prose.typed_numbers(markdown, {"gmacs": 28.81, "ffn_share": 69.4}) == []
+    shown = "It costs {glue:text}`gmacs:.0f` GMACs, about 29 GMACs."
+    assert [t.text for t in prose.typed_numbers(shown, {"gmacs": 28.81})] == ["29"]
+
+
 def test_thousands_separators_and_numbers_inside_glued_strings():
     found = prose.typed_numbers("It keeps 1,024 values.", {"summary": "1,024 of 25,600 dims"})
     assert [(t.text, t.key) for t in found] == [("1,024", "summary")]

@@ -122,28 +122,50 @@ def _significant_digits(text: str) -> int:
     return len(text.replace(",", "").replace(".", "").lstrip("0"))
 
 
-def typed_numbers(markdown: str, glued: Mapping[str, object]) -> list[TypedNumber]:
-    """Numbers typed into ``markdown`` that a glued value gives at the typed precision.
+def _shown(markdown: str, glued: Mapping[str, object]) -> list[tuple[str, float]]:
+    """The numbers the page shows through its glue roles, as the roles format them."""
+    shown = []
+    for key, spec in glue_roles(markdown):
+        if key in glued:
+            try:
+                text = _format(glued[key], spec) if spec else str(glued[key])
+            except (TypeError, ValueError):
+                continue
+            shown += [(key, v) for _, v in glued_numbers({key: text})]
+    return shown
 
-    A typed number with ``d`` decimals matches a glued number ``v`` when ``round(v, d)`` equals it: ``28.6`` matches
-    a glued 28.61, ``580`` a glued 580.49 (shown as "580M"). Math, code, roles (the glue roles themselves among
-    them), link targets and HTML are not prose; numbers with one significant digit and numbers after "§", "Eq.",
-    "Table", "Section", "stage" and the like are not checked."""
+
+def typed_numbers(markdown: str, glued: Mapping[str, object]) -> list[TypedNumber]:
+    """Numbers typed into ``markdown`` that the glued values give.
+
+    A typed number matches when it equals a number that the page shows through a glue role (as the role's format
+    spec prints it) or writes in a glued string, when it equals a glued integer, or, with three or more significant
+    digits, when a glued number rounds to it at the typed precision: ``28.6`` matches a glued 28.58, ``580`` a glued
+    580.49 (shown as "580M"), while ``29`` does not match a glued 28.81 shown as "28.81". Math, code, roles (the glue
+    roles themselves among them), link targets and HTML are not prose; numbers with one significant digit and
+    numbers after "§", "Eq.", "Table", "Section", "stage" and the like are not checked."""
     values = glued_numbers(glued)
+    exact = _shown(markdown, glued)
+    exact += [(k, v) for k, v in glued.items() if isinstance(v, int) and not isinstance(v, bool)]
+    exact += [(k, v) for k, v in values if isinstance(glued[k], str)]
     prose = _prose(markdown)
     found = []
     for m in _NUMBER.finditer(prose):
         integer, decimals = m.group(1), m.group(2) or ""
         text = integer + decimals
-        if _significant_digits(text) < 2 or _REFERENCE.search(prose[max(0, m.start() - 24):m.start()]):
+        digits = _significant_digits(text)
+        if digits < 2 or _REFERENCE.search(prose[max(0, m.start() - 24):m.start()]):
             continue
         typed = float(text.replace(",", ""))
         places = len(decimals) - 1 if decimals else 0
-        for key, value in values:
-            if math.isclose(round(value, places), typed, rel_tol=0, abs_tol=0.5 * 10 ** -(places + 3)):
-                context = " ".join(markdown[max(0, m.start() - 30):m.end() + 30].split())
-                found.append(TypedNumber(text, key, context))
-                break
+        tolerance = 0.5 * 10 ** -(places + 3)
+        key = next((k for k, v in exact if math.isclose(v, typed, rel_tol=0, abs_tol=tolerance)), None)
+        if key is None and digits >= 3:
+            key = next((k for k, v in values
+                        if math.isclose(round(v, places), typed, rel_tol=0, abs_tol=tolerance)), None)
+        if key is not None:
+            context = " ".join(markdown[max(0, m.start() - 30):m.end() + 30].split())
+            found.append(TypedNumber(text, key, context))
     return found
 
 
