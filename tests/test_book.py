@@ -106,6 +106,28 @@ def test_chapter_ends_with_assert_cell(entry):
 
 
 @pytest.mark.parametrize("entry", CHAPTERS)
+def test_chapter_checks_its_prose_for_typed_in_numbers(entry):
+    """The assert cell runs svlib.book.prose.check_prose on this chapter: under nbval and in the book build, a number
+    typed into the markdown that the chapter also glues fails the chapter."""
+    stem = _resolve(entry).stem
+    calls = re.findall(r"check_prose\(\s*[\"']([^\"']+)[\"']", _source(_notebook(entry)["cells"][-1]))
+    assert calls == [stem], f"{entry}: the last cell must call check_prose({stem!r}), found {calls}"
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
+def test_glue_roles_name_values_the_chapter_glues_and_stay_out_of_headings(entry):
+    from svlib.book.prose import glue_keys
+
+    code = "\n".join(_source(c) for c in _notebook(entry)["cells"] if c["cell_type"] == "code")
+    glued = set(re.findall(r"\bglue\(\s*[\"']([^\"']+)[\"']", code))
+    markdown = _markdown(entry)
+    missing = sorted(set(glue_keys(markdown)) - glued)
+    assert not missing, f"{entry}: glue roles with no glue(...) call in the code: {missing}"
+    headings = [line for line in markdown.splitlines() if line.startswith("#") and "{glue" in line]
+    assert not headings, f"{entry}: a glued number in a heading (the toc shows the raw role): {headings}"
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
 def test_chapter_is_committed_with_outputs_stripped(entry):
     for i, cell in enumerate(_notebook(entry)["cells"]):
         if cell["cell_type"] == "code":
