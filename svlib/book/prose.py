@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from svlib.book.run import toc_chapters
+
 __all__ = ["GLUED", "TypedNumber", "check_prose", "glue", "glue_keys", "glue_roles", "glued_numbers", "typed_numbers"]
 
 GLUED: dict[str, object] = {}
@@ -211,8 +213,6 @@ def check_prose(chapter: str | os.PathLike, glued: Mapping[str, object] | None =
     glued = GLUED if glued is None else glued
     path = Path(chapter)
     if not path.is_file():
-        from svlib.book.run import toc_chapters
-
         available = [Path(p) for p in (chapters if chapters is not None else toc_chapters())]
         matches = [p for p in available if p.stem == path.stem]
         if not matches:
