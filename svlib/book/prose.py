@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from svlib.book.run import toc_chapters
+from svlib.book.run import _find, _source, toc_chapters
 
 __all__ = ["GLUED", "TypedNumber", "check_prose", "glue", "glue_keys", "glue_roles", "glued_numbers", "typed_numbers"]
 
@@ -200,25 +200,25 @@ def _format(value, spec: str) -> str:
 
 def _markdown(notebook: Path) -> str:
     cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    return "\n\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    return "\n\n".join(_source(c) for c in cells if c["cell_type"] == "markdown")
 
 
 def check_prose(chapter: str | os.PathLike, glued: Mapping[str, object] | None = None,
                 chapters: Iterable[str | os.PathLike] | None = None) -> int:
     """Check a chapter's markdown against what it glued; returns the number of glued values.
 
-    ``chapter`` is a notebook path, or a chapter's name (``"03_lora"``) looked up among the book's chapters.
+    ``chapter`` is a notebook path, or a chapter's name (``"03_lora"``) looked up among the book's chapters as
+    ``svlib book run --chapter`` looks it up.
     Raises :class:`AssertionError` naming every number typed into the markdown that a glued value gives
     (:func:`typed_numbers`) and every glue key the markdown uses but the run never glued."""
     glued = GLUED if glued is None else glued
     path = Path(chapter)
     if not path.is_file():
         available = [Path(p) for p in (chapters if chapters is not None else toc_chapters())]
-        matches = [p for p in available if p.stem == path.stem]
-        if not matches:
-            raise FileNotFoundError(f"chapter {str(chapter)!r} is neither a notebook file nor one of the book's "
-                                    f"chapters ({', '.join(p.stem for p in available)})")
-        path = matches[0]
+        try:
+            path = _find(available, str(chapter), "chapter")
+        except ValueError as err:  # not a file either
+            raise FileNotFoundError(f"{err}; and no notebook file {str(chapter)!r}") from None
     markdown = _markdown(path)
     problems = [f"typed in, but computed: {t}" for t in typed_numbers(markdown, glued)]
     for key, spec in dict.fromkeys(glue_roles(markdown)):
