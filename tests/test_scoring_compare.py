@@ -9,8 +9,14 @@ import torch
 
 from svlib.data.lists import read_key_value, read_trials
 from svlib.model import SpeakerModel
-from svlib.scoring import compare_systems, cosine_scores, logmel_embeddings, speaker_bootstrap, trial_speakers
+import svlib.scoring.extract as extract_module
+from svlib.scoring import (cached_embeddings, compare_systems, cosine_scores, embedding_agreement, extract_embeddings,
+                           logmel_embeddings, model_cache_dir, speaker_bootstrap, trial_speakers)
 from test_train import write_corpus
+
+
+def _no_extraction(*args, **kwargs):
+    raise AssertionError("embedded again although the workspace cache holds these embeddings")
 
 
 def _trial_set(root, name, pairs):
@@ -67,7 +73,8 @@ def test_bad_systems_and_duplicate_list_names_are_named(lists):
         compare_systems({"log-mel mean": logmel_embeddings}, lists[:1], n_boot=10).interval("nope", "log-mel mean")
 
 
-def test_models_share_a_cache_folder_by_system_and_reuse_it_across_lists(lists, tmp_path):
+def test_models_share_a_cache_folder_by_weights_and_reuse_it_across_lists_names_and_calls(lists, tmp_path,
+                                                                                           monkeypatch):
     torch.manual_seed(0)
     a = SpeakerModel.build("tiny", head="adapter_mfa").eval()
     torch.manual_seed(1)
@@ -75,11 +82,50 @@ def test_models_share_a_cache_folder_by_system_and_reuse_it_across_lists(lists, 
     root = lists[0].eval_dir
     first = compare_systems({"a": a, "b b": b}, lists, n_boot=20, cohort_dir=root, calibration_trials=40,
                             cache_dir=tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b_b"]
-    again = compare_systems({"a": a, "b b": b}, lists, n_boot=20, cohort_dir=root, calibration_trials=40,
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(model_cache_dir(tmp_path, m).name for m in (a, b))
+    # the same models under other names, in a later call: every set is read back, nothing is embedded again
+    monkeypatch.setattr(extract_module, "extract_embeddings", _no_extraction)
+    again = compare_systems({"x": a, "y": b}, lists, n_boot=20, cohort_dir=root, calibration_trials=40,
                             cache_dir=tmp_path)
+    again.evaluations = {n: {{"x": "a", "y": "b b"}[s]: e for s, e in ev.items()} for n, ev in again.evaluations.items()}
     for name in ("all", "half"):
         for system in ("a", "b b"):
             assert set(first.evaluations[name][system].metrics) == {"cosine", "asnorm", "asnorm+qmf"}
             for method, s in first.evaluations[name][system].scores.items():
                 torch.testing.assert_close(again.evaluations[name][system].scores[method], s)
+
+
+def test_cached_embeddings_are_extract_embeddings_read_back_and_shared_with_evaluations(lists, tmp_path, monkeypatch):
+    """svlib.scoring.cached_embeddings: the embeddings extract_embeddings computes, stored under the model's weights;
+    a second call, and compare_systems' evaluation of the same set, read them back."""
+    torch.manual_seed(0)
+    model = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    torch.manual_seed(1)
+    other = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    wav_scp = read_key_value(lists[0].eval_dir / "wav.scp")
+    direct = extract_embeddings(model, wav_scp, progress=False)
+    cached = cached_embeddings(model, wav_scp, tmp_path, progress=False)
+    assert list(cached) == list(wav_scp)
+    for utt in wav_scp:
+        torch.testing.assert_close(cached[utt], direct[utt], rtol=1e-5, atol=1e-6)
+    monkeypatch.setattr(extract_module, "extract_embeddings", _no_extraction)
+    again = cached_embeddings(model, dict(reversed(list(wav_scp.items()))), tmp_path, progress=False)
+    assert all(torch.equal(again[u], cached[u]) for u in wav_scp)
+    compare_systems({"m": model}, lists[:1], n_boot=10, cache_dir=tmp_path)  # the trials use every utterance
+    with pytest.raises(AssertionError, match="embedded again"):  # another model's weights: another folder
+        cached_embeddings(other, wav_scp, tmp_path, progress=False)
+    assert model_cache_dir(tmp_path, model) != model_cache_dir(tmp_path, other)
+
+
+def test_embedding_agreement_through_the_cache_equals_it_without(lists, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    torch.manual_seed(1)
+    other = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    plain = embedding_agreement(model, {"itself": model, "other": other}, lists)
+    cached = embedding_agreement(model, {"itself": model, "other": other}, lists, cache_dir=tmp_path)
+    assert cached.loc["itself", "min cosine"] == pytest.approx(1.0, abs=1e-6)
+    assert cached.loc["other", "min cosine"] == pytest.approx(plain.loc["other", "min cosine"], abs=1e-5)
+    assert (cached["utterances"] == plain["utterances"]).all()
+    monkeypatch.setattr(extract_module, "extract_embeddings", _no_extraction)
+    compare_systems({"m": model, "o": other}, lists, n_boot=10, cache_dir=tmp_path)  # read back, list by list

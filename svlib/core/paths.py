@@ -33,6 +33,7 @@ __all__ = [
     "checkout_root",
     "config_root",
     "default_data_root",
+    "default_embedding_cache",
     "default_results_dir",
     "expand_env",
     "home",
@@ -93,6 +94,13 @@ def default_results_dir() -> Path:
     checkout that folder holds the paper's reference numbers)."""
     env = os.environ.get("SVLIB_RESULTS")
     return Path(env) if env else home() / "records"
+
+
+def default_embedding_cache() -> Path:
+    """The workspace's embedding cache, ``$SVLIB_HOME/cache/embeddings``: one folder per model, named by its weights
+    (:func:`svlib.scoring.extract.model_cache_dir`), so an evaluation of a model that was evaluated before, in
+    another chapter or command, reads its embeddings back instead of extracting them again. Safe to delete."""
+    return home() / "cache" / "embeddings"
 
 
 DEFAULTED_VARIABLES = {"SVLIB_HOME": home, "SVLIB_DATA": default_data_root}

@@ -25,9 +25,11 @@ from svlib.scoring.extract import (
     cosine_scores,
     embedding_cache,
     enroll_embeddings,
+    cached_embeddings,
     extract_cached,
     extract_embeddings,
     extract_to_shards,
+    model_cache_dir,
 )
 from svlib.scoring.metrics import compute_eer, compute_min_dcf, det_curve, evaluate_scores
 from svlib.scoring.norm import (
@@ -73,9 +75,11 @@ __all__ = [
     "enroll_embeddings",
     "evaluate_model",
     "evaluate_scores",
+    "cached_embeddings",
     "extract_cached",
     "extract_embeddings",
     "extract_to_shards",
+    "model_cache_dir",
     "fit_qmf",
     "logmel_embeddings",
     "load_authors_checkpoint",

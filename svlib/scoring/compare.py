@@ -11,7 +11,6 @@ any two of them can be compared by a paired difference, which is real only when 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from svlib.data.lists import read_key_value, read_trials
 from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials, metric_digits
 from svlib.scoring.evaluate import Evaluation, evaluate_model, score_trials
-from svlib.scoring.extract import extract_embeddings, probe_duration
+from svlib.scoring.extract import cached_embeddings, extract_embeddings, model_cache_dir, probe_duration
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +112,10 @@ def compare_systems(
 
     Args:
         systems: ``{name: model}`` (:func:`~svlib.scoring.evaluate.evaluate_model` with ``evaluate_kwargs``, e.g.
-            ``cohort_dir`` for AS-norm + QMF, and ``cache_dir``, which gets one sub-folder per system so that each
-            model's cohort embeddings are computed once for all lists) or ``{name: embed}``, a function from a ``wav.scp`` mapping to embeddings (cosine scoring).
+            ``cohort_dir`` for AS-norm + QMF, and ``cache_dir``, a workspace cache under which each model's
+            embeddings live in a folder named by its weights, :func:`~svlib.scoring.extract.model_cache_dir`, so that
+            a model's cohort is embedded once for all lists, and a model met again, under any name or in a later
+            run, is not embedded again) or ``{name: embed}``, a function from a ``wav.scp`` mapping to embeddings (cosine scoring).
         trial_sets: objects with ``name``, ``eval_dir`` (``wav.scp`` + ``utt2spk``) and ``trials``
             (:attr:`svlib.data.profiles.ProfileData.trial_sets`).
         n_boot, seed, level: the speaker bootstrap (:func:`~svlib.scoring.bootstrap.speaker_bootstrap`).
@@ -136,7 +137,7 @@ def compare_systems(
         evaluations[name] = {}
         for system, scorer in systems.items():
             if isinstance(scorer, torch.nn.Module):
-                cache = None if cache_dir is None else Path(cache_dir) / re.sub(r"[^\w.-]+", "_", system)
+                cache = None if cache_dir is None else model_cache_dir(cache_dir, scorer)
                 result = evaluate_model(scorer, eval_dir, trials, progress=progress, cache_dir=cache,
                                         **evaluate_kwargs)
             elif callable(scorer):
@@ -156,7 +157,7 @@ def compare_systems(
 
 
 def embedding_agreement(reference: torch.nn.Module, others: Mapping[str, torch.nn.Module], trial_sets: Sequence,
-                        *, progress: bool = False) -> pd.DataFrame:
+                        *, progress: bool = False, cache_dir: str | Path | None = None) -> pd.DataFrame:
     """How closely other runtimes of one model reproduce its embeddings: the cosine between ``reference``'s and each
     other model's embedding of every utterance of the trial lists (an exported copy of the model, say, as in
     :class:`~svlib.model.export.OnnxSpeakerModel`).
@@ -166,21 +167,32 @@ def embedding_agreement(reference: torch.nn.Module, others: Mapping[str, torch.n
         others: ``{name: model}`` with the same interface (``embed_waveforms`` through
             :func:`~svlib.scoring.extract.extract_embeddings`).
         trial_sets: as for :func:`compare_systems`; every utterance of their lists is embedded once.
+        cache_dir: a workspace embedding cache, as for :func:`compare_systems`: each list's utterances are embedded
+            into it as :func:`compare_systems` would, so a comparison of the same models then reads them back.
 
     Returns:
         One row per other model: ``utterances``, the shortest and longest utterance in seconds, and the ``min`` and
         ``median`` cosine to the reference over the utterances.
     """
-    wav_scp: dict[str, str] = {}
+    lists = []
     for trial_set in trial_sets:
         scp = read_key_value(Path(trial_set.eval_dir) / "wav.scp", "wav.scp")
-        wav_scp.update({u: scp[u] for u in read_trials(trial_set.trials).utterances()})
-    wav_scp = dict(sorted(wav_scp.items()))
+        lists.append({u: scp[u] for u in sorted(read_trials(trial_set.trials).utterances())})
+    wav_scp = dict(sorted({u: path for scp in lists for u, path in scp.items()}.items()))
     seconds = [probe_duration(source) for source in wav_scp.values()]
-    exact = extract_embeddings(reference, wav_scp, progress=progress)
+
+    def embed(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        if cache_dir is None:
+            return extract_embeddings(model, wav_scp, progress=progress)
+        out: dict[str, torch.Tensor] = {}
+        for scp in lists:  # list by list: the sets compare_systems embeds
+            out.update(cached_embeddings(model, scp, cache_dir, progress=progress))
+        return out
+
+    exact = embed(reference)
     rows = {}
     for name, model in others.items():
-        emb = extract_embeddings(model, wav_scp, progress=progress)
+        emb = embed(model)
         cos = torch.stack([torch.nn.functional.cosine_similarity(exact[u].float(), emb[u].float(), dim=0)
                            for u in wav_scp])
         rows[name] = {"utterances": len(wav_scp), "shortest (s)": min(seconds), "longest (s)": max(seconds),

@@ -60,6 +60,8 @@ __all__ = [
     "embedding_cache",
     "extract_cached",
     "extract_to_shards",
+    "cached_embeddings",
+    "model_cache_dir",
     "model_fingerprint",
     "stack_embeddings",
     "cosine_scores",
@@ -550,6 +552,37 @@ def extract_cached(
     sources = {key: _as_segment(src) for key, src in utt2path.items()}
     return extract_to_shards(model, sources, Path(cache_root) / f"shards-{_utterance_list_hash(sources)[:12]}",
                              **kwargs)
+
+
+def model_cache_dir(cache_root: str | Path, model: torch.nn.Module, model_id: str | None = None) -> Path:
+    """``cache_root/<first 16 hex digits of model's fingerprint>``: the folder of one model's embedding caches
+    under a root shared by many models (a workspace cache that outlives a run).
+
+    Named by the weights, not by a system name, so the same model reaches the same embeddings under any name, from
+    any chapter or command, and two models can never share a folder. ``model_id``: its :func:`model_fingerprint`,
+    when already computed.
+    """
+    return Path(cache_root) / (model_id or model_fingerprint(model))[:16]
+
+
+def cached_embeddings(
+    model: torch.nn.Module,
+    utt2path: Mapping[str, str | Path | Segment],
+    cache_root: str | Path,
+    **kwargs,
+) -> dict[str, torch.Tensor]:
+    """:func:`extract_embeddings` through the workspace cache ``cache_root``: ``{utt: (E,) embedding}`` read from
+    ``model_cache_dir(cache_root, model)/shards-<utterance-list hash>`` (:func:`extract_cached`), extracted there
+    first when that set was never embedded by this model. The evaluations of
+    :func:`~svlib.scoring.evaluate.evaluate_model` under the same root (``compare_systems(cache_dir=…)``) share
+    these folders, so a set embedded here is not embedded again there, and the other way round. ``kwargs`` go to
+    :func:`extract_to_shards` (``progress``, ``max_seconds``, …).
+    """
+    model_id = kwargs.pop("model_id", None) or model_fingerprint(model)
+    cache = extract_cached(model, utt2path, model_cache_dir(cache_root, model, model_id), model_id=model_id,
+                           **kwargs)
+    embeddings = cache.load(list(utt2path))
+    return {utt: embeddings[utt] for utt in utt2path}
 
 
 @contextlib.contextmanager
