@@ -128,6 +128,20 @@ def test_glue_roles_name_values_the_chapter_glues_and_stay_out_of_headings(entry
 
 
 @pytest.mark.parametrize("entry", CHAPTERS)
+def test_no_cell_ends_with_a_glue_call(entry):
+    """svlib.book.prose.glue returns its value, so a cell whose last statement is a glue(...) call prints that value
+    as a bare number under its code on the page (ch. 2 showed "3200", ch. 10 "224")."""
+    for i, cell in enumerate(_notebook(entry)["cells"]):
+        if cell["cell_type"] != "code" or not _source(cell).strip():
+            continue
+        body = ast.parse(_source(cell)).body
+        last = body[-1] if body else None
+        is_glue = (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+                   and getattr(last.value.func, "id", None) == "glue")
+        assert not is_glue, f"{entry}: cell {i} ends with a glue(...) call, whose value the page would show"
+
+
+@pytest.mark.parametrize("entry", CHAPTERS)
 def test_chapter_is_committed_with_outputs_stripped(entry):
     for i, cell in enumerate(_notebook(entry)["cells"]):
         if cell["cell_type"] == "code":

@@ -15,6 +15,7 @@ import functools
 
 import matplotlib.pyplot as plt
 from matplotlib.text import Text
+from matplotlib.ticker import NullFormatter
 import numpy as np
 import torch
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
@@ -605,8 +606,14 @@ def plot_sparsity_sweep(points: dict, title: str = ""):
     axes[0].set_xlabel("GMACs per second of audio")
     axes[1].set_xlabel("forward time (ms, CPU, measured)")
     axes[0].set_ylabel("EER (%)")
-    for ax in axes:
+    for ax, k in zip(axes, (1, 2)):
+        # log axes ticked at the points themselves: over a narrow range matplotlib's minor labels (1.1×10¹, …)
+        # ran into each other; a margin keeps the sparsity labels inside the axes
         ax.set_xscale("log")
+        values = sorted({float(r[k]) for rows in points.values() for r in rows})
+        ax.set_xticks(values, [f"{v:.3g}" for v in values])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.15)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=max(1, len(points)))
     if title:
         fig.suptitle(title)

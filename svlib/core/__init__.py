@@ -1,2 +1,2 @@
-"""Infrastructure every layer uses: atomic writes, torchrun helpers, the roots of configs/data/results
-(:mod:`~svlib.core.paths`) and the results store (:mod:`~svlib.core.results`)."""
+"""Infrastructure every layer uses: atomic writes, torchrun helpers, progress bars (:mod:`~svlib.core.progress`),
+the roots of configs/data/results (:mod:`~svlib.core.paths`) and the results store (:mod:`~svlib.core.results`)."""

@@ -30,9 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from svlib.core.atomic import file_lock
+from svlib.core.progress import progress_bar
 from svlib.data.augment import NOISE_SNR_RANGE_DB, add_noise, coloured_noise, reverberate, simulate_rirs
 from svlib.data.channel import CHANNELS, TILT_RANGE_DB, ChannelChoice, ChannelSimulator, apply_channel
 from svlib.data.demo import SAMPLE_RATE, CorpusSummary
@@ -162,7 +162,7 @@ def build_cross_channel(corpus: CorpusSummary, seed: int = 0, progress: bool = T
         rirs = protocol_rirs(Path(corpus.root) / "cross_channel_rirs", seed, rirs_per_room)
         generator = torch.Generator().manual_seed(seed)
         copies: dict[str, tuple[str, str, dict]] = {}  # test utt -> (copy id, kind, params)
-        for utt in tqdm(sorted({t.test for t in plain.trials}), desc="cross-channel copies", disable=not progress):
+        for utt in progress_bar(sorted({t.test for t in plain.trials}), desc="cross-channel copies", enabled=progress):
             kind, params = _draw(generator, tilt_range_db, len(rirs))
             copy = channel_tag(utt, kind)
             wav = _apply(load_audio(test.wav_scp[utt]), kind, params, rirs)

@@ -50,11 +50,11 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
-from tqdm.auto import tqdm
 
 from svlib.frontend.audio import AudioError, save_audio
 from svlib.data.debian import _trim_silence, copyright_stanza, debian_package_version, fetch_debian_package
 from svlib.core.atomic import file_lock
+from svlib.core.progress import progress_bar
 from svlib.core.paths import default_data_root
 from svlib.data.lists import DataDir, Trial, TrialList, write_data_dir, write_lines_atomic, write_trials
 
@@ -791,7 +791,7 @@ def _fetch_all(root: Path, progress: bool) -> dict[str, Path]:
     """Fetch every package: the first alone (it may run ``apt-get update``), the others 4 at a time (network-bound)."""
     packages = demo_packages()
     dirs = {}
-    with tqdm(total=len(packages), desc="demo corpus: packages", unit="pkg", disable=not progress) as bar:
+    with progress_bar(total=len(packages), desc="demo corpus: packages", unit="pkg", enabled=progress) as bar:
         try:
             dirs[packages[0]] = fetch_debian_package(packages[0], root)
             bar.update()
@@ -854,7 +854,7 @@ def build_demo_corpus(
 
 
 def _run_sessions(tasks: list[_SessionTask], workers: int, progress: bool) -> list[_SessionResult]:
-    bar = tqdm(total=len(tasks), desc="demo corpus: voices", unit="session", disable=not progress)
+    bar = progress_bar(total=len(tasks), desc="demo corpus: voices", unit="session", enabled=progress)
     results = []
     try:
         if workers <= 1:

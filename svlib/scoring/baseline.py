@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
+from svlib.core.progress import progress_bar
 from svlib.frontend.audio import load_audio
 from svlib.frontend.features import fbank
 
@@ -35,7 +35,7 @@ def logmel_embeddings(
     if stats not in ("mean", "mean+std"):
         raise ValueError(f"stats={stats!r}: expected 'mean' or 'mean+std'")
     out = {}
-    for utt, path in tqdm(utt2path.items(), desc="log-mel stats", unit="utt", disable=not progress):
+    for utt, path in progress_bar(utt2path.items(), desc="log-mel stats", unit="utt", enabled=progress):
         wav = load_audio(path)[: int(max_seconds * 16_000)]
         feats, _ = fbank(wav.unsqueeze(0))  # (1, F, 80)
         x = feats[0].double()

@@ -41,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from svlib.core.atomic import atomic_write
+from svlib.core.progress import progress_bar
 from svlib.frontend.audio import AudioError, load_audio
 from svlib.data.lists import Trial
 from svlib.core.distributed import barrier, broadcast_object, init_distributed, module_device
@@ -196,8 +196,8 @@ def extract_embeddings(
     model.to(device).eval()
     out: dict[str, torch.Tensor] = {}
     try:
-        with ThreadPoolExecutor(max_workers=1) as pool, tqdm(
-            total=len(sources), desc="embeddings", unit="utt", disable=not progress
+        with ThreadPoolExecutor(max_workers=1) as pool, progress_bar(
+            total=len(sources), desc="embeddings", unit="utt", enabled=progress
         ) as bar:
             pending = pool.submit(load_batch, batches[0]) if batches else None
             for i, keys in enumerate(batches):
@@ -512,8 +512,8 @@ def extract_to_shards(
     todo = pending[rank::world_size]  # round-robin over the missing shards: i % world_size == rank in a new cache
     logger.info("%s: %d shards of %d utterances, %d already done; rank %d of %d extracts %d", cache_dir, len(bounds),
                 len(keys), len(bounds) - len(pending), rank, world_size, len(todo))
-    with tqdm(total=sum(bounds[i][1] - bounds[i][0] for i in todo), desc=f"embeddings ({cache_dir.name})",
-              unit="utt", disable=not progress or rank != 0) as bar:
+    with progress_bar(total=sum(bounds[i][1] - bounds[i][0] for i in todo), desc=f"embeddings ({cache_dir.name})",
+                      unit="utt", enabled=progress and rank == 0) as bar:
         for i in todo:
             shard_keys = keys[bounds[i][0] : bounds[i][1]]
             seconds = {

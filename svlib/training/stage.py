@@ -25,11 +25,11 @@ import torch.distributed as dist
 import yaml
 from safetensors import safe_open
 from torch import nn
-from tqdm.auto import tqdm
 
 from svlib.core.distributed import barrier, init_distributed as dist_init, local_device, rank_and_world_size
 from svlib.core.paths import expand_env
 from svlib.core.atomic import atomic_write
+from svlib.core.progress import progress_bar
 from svlib.core.results import default_results_dir, record_result
 
 logger = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ class StageTrainer:
         autocast = self.dist.device.type == "cuda" and c.precision == "bf16"
         # at most one redraw a second: in a notebook each redraw is a widget message, and a redraw per step queued
         # half a minute of them behind a demo chapter's training cell
-        bar = tqdm(total=total, initial=self.step, desc=c.name, disable=not self.dist.is_main, dynamic_ncols=True,
+        bar = progress_bar(total=total, initial=self.step, desc=c.name, enabled=self.dist.is_main, dynamic_ncols=True,
                    mininterval=1.0)
         self.net.train()
         while self.step < total:
