@@ -129,3 +129,16 @@ def test_embedding_agreement_through_the_cache_equals_it_without(lists, tmp_path
     assert (cached["utterances"] == plain["utterances"]).all()
     monkeypatch.setattr(extract_module, "extract_embeddings", _no_extraction)
     compare_systems({"m": model, "o": other}, lists, n_boot=10, cache_dir=tmp_path)  # read back, list by list
+
+
+def test_the_cache_folder_changes_with_the_code_that_computes_embeddings(monkeypatch, tmp_path):
+    """A change to svlib's front end or model code (or to torch / transformers) must not read back embeddings the
+    old code computed: model_cache_dir hashes embedding_code_digest with the weights."""
+    torch.manual_seed(0)
+    model = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    before = model_cache_dir(tmp_path, model)
+    assert model_cache_dir(tmp_path, model) == before
+    digest = extract_module.embedding_code_digest()
+    assert len(digest) == 64 and digest == extract_module.embedding_code_digest()
+    monkeypatch.setattr(extract_module, "embedding_code_digest", lambda: "edited " + digest)
+    assert model_cache_dir(tmp_path, model) != before

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -41,12 +42,15 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
+import transformers
 
 from svlib.core.atomic import atomic_write
 from svlib.core.progress import progress_bar
 from svlib.frontend.audio import AudioError, load_audio
 from svlib.data.lists import Trial
 from svlib.core.distributed import barrier, broadcast_object, init_distributed, module_device
+import svlib.frontend
+import svlib.model
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ __all__ = [
     "extract_cached",
     "extract_to_shards",
     "cached_embeddings",
+    "embedding_code_digest",
     "model_cache_dir",
     "model_fingerprint",
     "stack_embeddings",
@@ -554,15 +559,32 @@ def extract_cached(
                              **kwargs)
 
 
+@functools.lru_cache(maxsize=1)
+def embedding_code_digest() -> str:
+    """SHA-256 of the code that turns weights into embeddings: svlib's ``frontend`` and ``model`` packages (every
+    ``.py`` file, by path and content) and the torch and transformers versions. Part of :func:`model_cache_dir`'s
+    name, so embeddings cached before a change to that code are not read back after it."""
+    digest = hashlib.sha256(f"torch {torch.__version__}\ntransformers {transformers.__version__}\n".encode())
+    for package in (svlib.frontend, svlib.model):
+        root = Path(package.__file__).parent
+        for path in sorted(root.rglob("*.py")):
+            digest.update(f"\n{package.__name__}/{path.relative_to(root).as_posix()}\n".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def model_cache_dir(cache_root: str | Path, model: torch.nn.Module, model_id: str | None = None) -> Path:
-    """``cache_root/<first 16 hex digits of model's fingerprint>``: the folder of one model's embedding caches
-    under a root shared by many models (a workspace cache that outlives a run).
+    """``cache_root/<16 hex digits>``: the folder of one model's embedding caches under a root shared by many models
+    (a workspace cache that outlives a run), named by the hash of the model's :func:`model_fingerprint` (its weights)
+    and :func:`embedding_code_digest` (the code that runs them).
 
     Named by the weights, not by a system name, so the same model reaches the same embeddings under any name, from
-    any chapter or command, and two models can never share a folder. ``model_id``: its :func:`model_fingerprint`,
-    when already computed.
+    any chapter or command, and two models can never share a folder; a change to the front end or model code, or to
+    torch or transformers, starts new folders. ``model_id``: the model's :func:`model_fingerprint`, when already
+    computed.
     """
-    return Path(cache_root) / (model_id or model_fingerprint(model))[:16]
+    key = f"{model_id or model_fingerprint(model)}\n{embedding_code_digest()}"
+    return Path(cache_root) / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def cached_embeddings(
