@@ -142,3 +142,23 @@ def test_the_cache_folder_changes_with_the_code_that_computes_embeddings(monkeyp
     assert len(digest) == 64 and digest == extract_module.embedding_code_digest()
     monkeypatch.setattr(extract_module, "embedding_code_digest", lambda: "edited " + digest)
     assert model_cache_dir(tmp_path, model) != before
+
+
+def test_each_model_is_hashed_once_for_all_lists(lists, tmp_path, monkeypatch):
+    """Hashing every weight of a full-size model takes seconds: compare_systems hashes each model once and passes
+    the fingerprint to its cache folder and to evaluate_model, for every list."""
+    import svlib.scoring.compare as compare_module
+    import svlib.scoring.evaluate as evaluate_module
+
+    calls, fingerprint = [], extract_module.model_fingerprint
+
+    def counting(model):
+        calls.append(model)
+        return fingerprint(model)
+
+    for module in (compare_module, evaluate_module, extract_module):
+        monkeypatch.setattr(module, "model_fingerprint", counting)
+    torch.manual_seed(0)
+    model = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    compare_systems({"m": model, "log-mel mean": logmel_embeddings}, lists, n_boot=10, cache_dir=tmp_path)
+    assert len(lists) == 2 and calls == [model]

@@ -22,10 +22,10 @@ from svlib.scoring.evaluate import Evaluation, evaluate_model, fit_qmf, score_tr
 from svlib.scoring.extract import (
     Segment,
     ShardCache,
+    cached_embeddings,
     cosine_scores,
     embedding_cache,
     enroll_embeddings,
-    cached_embeddings,
     extract_cached,
     extract_embeddings,
     extract_to_shards,

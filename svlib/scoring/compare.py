@@ -21,7 +21,8 @@ import torch
 from svlib.data.lists import read_key_value, read_trials
 from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials, metric_digits
 from svlib.scoring.evaluate import Evaluation, evaluate_model, score_trials
-from svlib.scoring.extract import cached_embeddings, extract_embeddings, model_cache_dir, probe_duration
+from svlib.scoring.extract import (cached_embeddings, extract_embeddings, model_cache_dir, model_fingerprint,
+                                   probe_duration)
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +125,9 @@ def compare_systems(
     if not systems:
         raise ValueError("no system to compare; expected {name: model or embedding function}")
     cache_dir = evaluate_kwargs.pop("cache_dir", None)
+    # each model hashed once for every list: its cache folder and the identity its caches are checked against
+    model_ids = {system: model_fingerprint(scorer) for system, scorer in systems.items()
+                 if isinstance(scorer, torch.nn.Module)}
     evaluations: dict[str, dict[str, Evaluation]] = {}
     bootstraps: dict[str, SpeakerBootstrap] = {}
     for trial_set in trial_sets:
@@ -137,9 +141,9 @@ def compare_systems(
         evaluations[name] = {}
         for system, scorer in systems.items():
             if isinstance(scorer, torch.nn.Module):
-                cache = None if cache_dir is None else model_cache_dir(cache_dir, scorer)
+                cache = None if cache_dir is None else model_cache_dir(cache_dir, scorer, model_ids[system])
                 result = evaluate_model(scorer, eval_dir, trials, progress=progress, cache_dir=cache,
-                                        **evaluate_kwargs)
+                                        model_id=model_ids[system], **evaluate_kwargs)
             elif callable(scorer):
                 result = score_trials(scorer(needed), trials)
             else:
@@ -184,9 +188,10 @@ def embedding_agreement(reference: torch.nn.Module, others: Mapping[str, torch.n
     def embed(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         if cache_dir is None:
             return extract_embeddings(model, wav_scp, progress=progress)
+        model_id = model_fingerprint(model)  # once for all lists
         out: dict[str, torch.Tensor] = {}
         for scp in lists:  # list by list: the sets compare_systems embeds
-            out.update(cached_embeddings(model, scp, cache_dir, progress=progress))
+            out.update(cached_embeddings(model, scp, cache_dir, progress=progress, model_id=model_id))
         return out
 
     exact = embed(reference)

@@ -245,6 +245,7 @@ def evaluate_model(
     device: str | torch.device | None = None,
     progress: bool = True,
     bootstrap: int = 0,
+    model_id: str | None = None,
 ) -> Evaluation | None:
     """The paper's evaluation protocol (§3.3, Table 1) for a speaker model and Kaldi data directories.
 
@@ -272,6 +273,9 @@ def evaluate_model(
         shard_size: utterances per cache shard (:func:`~svlib.scoring.extract.extract_to_shards`).
         bootstrap: resamples of the speaker-level bootstrap (:meth:`Evaluation.add_intervals`, speakers from
             ``eval_dir/utt2spk``); 0 (default): no intervals.
+        model_id: ``model``'s :func:`~svlib.scoring.extract.model_fingerprint`, when already computed (hashing every
+            weight of a large model takes seconds; :func:`~svlib.scoring.compare.compare_systems` hashes each model
+            once for all its lists).
 
     Returns:
         The :class:`Evaluation` (``None`` on torchrun ranks other than 0).
@@ -295,7 +299,7 @@ def evaluate_model(
     device = torch.device(device) if device is not None else module_device(model)
     rank, _ = init_distributed(device)
     settings = dict(shard_size=shard_size, batch_seconds=batch_seconds, max_seconds=max_seconds, device=device,
-                    progress=progress, model_id=model_fingerprint(model))
+                    progress=progress, model_id=model_id or model_fingerprint(model))
 
     with embedding_cache(cache_dir, device) as root:
         eval_cache = extract_cached(model, {u: eval_scp[u] for u in needed}, root, **settings)
