@@ -1,9 +1,11 @@
 """Channel simulation (svlib.data.channel): G.711 against Python's audioop, the telephone band, G.722, the tilt."""
 
+import math
 import warnings
 
 import numpy as np
 import pytest
+import scipy.signal
 import torch
 
 from svlib.data.channel import (
@@ -17,6 +19,7 @@ from svlib.data.channel import (
     narrowband,
     spectral_tilt,
 )
+from svlib.data.channel import _resample  # private: checked against scipy's own resample_poly
 
 SR = 16000
 T = torch.arange(2 * SR) / SR
@@ -127,3 +130,12 @@ def test_the_augmenter_draws_a_channel_with_its_probability_and_the_recipe_witho
         build_augmenter({**spec, "channel": 1.5}, dataset=None, seed=0)
     with pytest.raises(ValueError, match="needs a channel simulator"):
         Augmenter(None, None, p_none=0.5, p_noise=0.0, p_reverb=0.0, p_channel=0.5)
+
+
+@pytest.mark.parametrize("orig, new", [(16000, 8000), (8000, 16000), (16000, 11025), (44100, 16000)])
+def test_resample_with_the_cached_filter_equals_resample_poly(orig, new):
+    """The filter designed once per ratio is the one resample_poly designs at each call: same output."""
+    x = torch.randn(12345, generator=torch.Generator().manual_seed(0))
+    g = math.gcd(orig, new)
+    expected = scipy.signal.resample_poly(x.double().numpy(), new // g, orig // g).astype(np.float32)
+    assert np.array_equal(_resample(x, orig, new).numpy(), expected)

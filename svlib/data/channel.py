@@ -75,10 +75,19 @@ def _from_int16(pcm: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(pcm.astype(np.float32) / 32768.0).to(like.dtype)
 
 
+@functools.lru_cache(maxsize=8)
+def _resample_filter(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing FIR filter ``resample_poly`` designs by default (Kaiser window, beta 5), designed once per
+    ratio instead of at every call (its design cost as much as the filtering of a 2-s crop)."""
+    max_rate = max(up, down)
+    return scipy.signal.firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+
+
 def _resample(x: torch.Tensor, orig: int, new: int) -> torch.Tensor:
     """Polyphase resampling (``scipy.signal.resample_poly``: a Kaiser-windowed FIR anti-aliasing filter), float32."""
     g = math.gcd(orig, new)
-    y = scipy.signal.resample_poly(x.detach().double().cpu().numpy(), new // g, orig // g)
+    up, down = new // g, orig // g
+    y = scipy.signal.resample_poly(x.detach().double().cpu().numpy(), up, down, window=_resample_filter(up, down))
     return torch.from_numpy(y).to(torch.float32)
 
 

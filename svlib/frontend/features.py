@@ -188,18 +188,31 @@ def fbank(
 
     # 1. scale to the 16-bit range (in float32, as the reference does) and keep only the samples framing needs
     used = FRAME_LENGTH + (max_frames - 1) * HOP_LENGTH
-    x = wavs[:, :used].to(torch.float32) * WAVEFORM_SCALE
-    # 2. frames (B, F, 400), no centering
-    frames = x.to(cdt).unfold(-1, FRAME_LENGTH, HOP_LENGTH)
-    # 3. DC removal, pre-emphasis (first sample scaled by 1 - 0.97), Povey window
-    frames = frames - frames.mean(dim=-1, keepdim=True)
-    frames = torch.cat([frames[..., :1] * (1.0 - PREEMPHASIS), frames[..., 1:] - PREEMPHASIS * frames[..., :-1]], -1)
-    frames = frames * window.to(cdt)
-    # 4. power spectrum (B, F, 257) and mel energies (B, F, 80)
-    power = torch.fft.rfft(frames, n=FFT_LENGTH).abs().pow(2)
+    x = (wavs[:, :used].to(torch.float32) * WAVEFORM_SCALE).to(cdt)
+    # 2. frames (B, F, 400), no centering: strided views, nothing copied
+    frames = x.unfold(-1, FRAME_LENGTH, HOP_LENGTH)
+    mean = frames.mean(dim=-1, keepdim=True)  # (B, F, 1)
+    # 3. DC removal, pre-emphasis and the Povey window, written straight into the zero-padded FFT input. Both steps
+    # are linear, so a frame's (x_i - m) - 0.97 (x_{i-1} - m) is the waveform's d_i = x_i - 0.97 x_{i-1} minus
+    # 0.03 m: the pre-emphasis runs once over the waveform (not over every overlapping frame) and is framed like it.
+    # Kaldi's first sample of a frame has no predecessor: (x_0 - m) (1 - 0.97). The output equals the frame-by-frame
+    # form's after the cast to float32 (float64 round-off only).
+    d = torch.empty_like(x)
+    torch.sub(x[:, 1:], x[:, :-1], alpha=PREEMPHASIS, out=d[:, 1:])
+    d[:, 0] = 0.0  # overwritten below: a frame's first sample is set apart
+    padded = x.new_zeros(B, max_frames, FFT_LENGTH)
+    body = padded[..., :FRAME_LENGTH]
+    torch.sub(d.unfold(-1, FRAME_LENGTH, HOP_LENGTH), mean, alpha=1.0 - PREEMPHASIS, out=body)
+    body[..., 0] = (frames[..., 0] - mean[..., 0]) * (1.0 - PREEMPHASIS)
+    body.mul_(window.to(cdt))
+    # 4. power spectrum |X|^2 = Re^2 + Im^2 (B, F, 257) (no square root: abs() then pow(2) costs twice as much) and
+    # mel energies (B, F, 80)
+    spectrum = torch.view_as_real(torch.fft.rfft(padded))
+    power = spectrum[..., 0] * spectrum[..., 0]
+    power.addcmul_(spectrum[..., 1], spectrum[..., 1])
     mel = power @ mel_filters.to(cdt)
     # 5. natural log with floor
-    feats = torch.log(torch.clamp(mel, min=MEL_FLOOR))
+    feats = mel.clamp_(min=MEL_FLOOR).log_()
     return feats.to(torch.float32), num_frames
 
 
