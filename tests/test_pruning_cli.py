@@ -1,13 +1,17 @@
 """``svlib params --structure`` (Table 3's pruned row), ``svlib bench prune-speedup`` and ``svlib bench deploy``."""
 
+import copy
 import json
 
 import pytest
+import torch
 
+from svlib.bench.pruning import pruned_copy
 from svlib.bench.timing import paired_ratio
 from svlib.cli import main
 from svlib.analysis.complexity import PAPER_TABLE3_PRUNED, structure_complexity
-from svlib.model.encoder import encoder_config
+from svlib.model.encoder import encoder_config, new_hf_encoder
+from svlib.model.resize import apply_structure
 from svlib.model.structure import PrunedStructure
 from svlib.model.structure import AUTHORS_STRUCTURE_RESOURCE
 from test_pruning_params import AUTHORS_80_PARAMS
@@ -136,3 +140,22 @@ def test_cli_bench_deploy_times_six_variants_and_counts_their_macs(tmp_path, cap
     assert "pruned onnx int8" in text and "s per audio s" in text and "MAC ratio" in text
     assert main(["bench", "deploy", "--encoder", "tiny", "--repeats", "1"]) != 0
     assert "encoder 'tiny': give a structure" in capsys.readouterr().err
+
+
+def test_pruned_copy_is_the_resized_deep_copy_and_leaves_the_model_alone():
+    """bench_prune_speedup's variants share the full model's tensors instead of deep-copying them first: same pruned
+    model as apply_structure on a deep copy, and the full model keeps its shapes and weights."""
+    structure = PrunedStructure(ffn=[(64, 32), (0, 8), (16, 16), (4, 0)], heads=[1, 0, 2, 4], conv=[8, 16, 0, 64],
+                                config=encoder_config("tiny").to_dict())
+    torch.manual_seed(0)
+    full = new_hf_encoder(structure.hf_config()).eval()
+    before = {k: v.clone() for k, v in full.state_dict().items()}
+    shared = pruned_copy(full, structure).eval()
+    copied = apply_structure(copy.deepcopy(full), structure).eval()
+    after = full.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    x = torch.randn(2, 37, structure.hf_config().feature_projection_input_dim)
+    with torch.no_grad():
+        a, b, c = (m(input_features=x).last_hidden_state for m in (shared, copied, full))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert sum(p.numel() for p in shared.parameters()) == structure_params(structure)

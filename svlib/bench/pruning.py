@@ -11,6 +11,7 @@ measured speed-up.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 
@@ -34,6 +35,17 @@ def structure_source(structure) -> str:
     if structure is None:
         return f"svlib/{AUTHORS_STRUCTURE_RESOURCE}"
     return str(structure) if isinstance(structure, (str, os.PathLike)) else "given structure"
+
+
+def pruned_copy(model: torch.nn.Module, structure: PrunedStructure) -> torch.nn.Module:
+    """``model`` resized to ``structure`` as a new model, ``model`` unchanged, without copying its weights first.
+
+    The module tree is copied and its tensors are shared: :func:`~svlib.model.resize.apply_structure` builds every
+    resized module from copies of the kept slices and changes no tensor in place, so the copy only ever holds the
+    kept weights. A deep copy of the full-size encoder (2.3 GB) took 4.4 s per variant on 2 cores.
+    """
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return apply_structure(copy.deepcopy(model, memo=shared), structure)
 
 
 def bench_prune_speedup(
@@ -70,7 +82,7 @@ def bench_prune_speedup(
     config = structure.hf_config()
     logger.info("building the full-size encoder (random weights)")
     full = new_hf_encoder(config).eval()  # as the released checkpoints and build_pruned_encoder have it
-    models = {"full": full, **{name: apply_structure(copy.deepcopy(full), s).eval() for name, s in structures.items()}}
+    models = {"full": full, **{name: pruned_copy(full, s).eval() for name, s in structures.items()}}
     full_meta = new_hf_encoder(config, meta=True).eval()
     metas = {"full": full_meta, **{name: build_pruned_encoder(s, meta=True).eval() for name, s in structures.items()}}
     input_dim = config.feature_projection_input_dim
