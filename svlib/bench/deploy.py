@@ -13,7 +13,6 @@ of a MAC, not their number).
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 from svlib.analysis.complexity import model_complexity, structure_complexity
-from svlib.bench.pruning import structure_source
+from svlib.bench.pruning import copy_sharing_tensors, structure_source
 from svlib.bench.timing import cpu_threads, interleaved_times, paired_ratio
 from svlib.frontend.features import SAMPLE_RATE, frames_for_samples
 from svlib.model.export import OnnxSpeakerModel, export_onnx, onnx_files
@@ -71,7 +70,7 @@ def bench_deploy(
     torch.manual_seed(seed)
     logger.info("building the full-size speaker model (random weights)")
     full = SpeakerModel.build(encoder, head="adapter_mfa").eval()
-    pruned = copy.deepcopy(full)
+    pruned = copy_sharing_tensors(full)  # the head's weights stay shared with the full model; the encoder is resized
     apply_structure(pruned.encoder.model, structure)
     pruned.eval()
     torch_models = {"full": full, "pruned": pruned}

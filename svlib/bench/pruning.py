@@ -37,15 +37,21 @@ def structure_source(structure) -> str:
     return str(structure) if isinstance(structure, (str, os.PathLike)) else "given structure"
 
 
-def pruned_copy(model: torch.nn.Module, structure: PrunedStructure) -> torch.nn.Module:
-    """``model`` resized to ``structure`` as a new model, ``model`` unchanged, without copying its weights first.
+def copy_sharing_tensors(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``module``'s tree of modules whose parameters and buffers are ``module``'s own (not copied).
 
-    The module tree is copied and its tensors are shared: :func:`~svlib.model.resize.apply_structure` builds every
-    resized module from copies of the kept slices and changes no tensor in place, so the copy only ever holds the
-    kept weights. A deep copy of the full-size encoder (2.3 GB) took 4.4 s per variant on 2 cores.
+    For resizing the copy with :func:`~svlib.model.resize.apply_structure`, which builds every resized module from
+    copies of the kept slices and changes no tensor in place: ``module`` stays as it was, and the full-size weights
+    (2.3 GB for the encoder) are never copied: 0.1 s for the full-size speaker model on 2 cores, where a deep copy took
+    0.9-3.9 s. Do not change the copy's tensors in place.
     """
-    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
-    return apply_structure(copy.deepcopy(model, memo=shared), structure)
+    shared = {id(t): t for t in itertools.chain(module.parameters(), module.buffers())}
+    return copy.deepcopy(module, memo=shared)
+
+
+def pruned_copy(model: torch.nn.Module, structure: PrunedStructure) -> torch.nn.Module:
+    """``model`` resized to ``structure`` as a new model, ``model`` unchanged (:func:`copy_sharing_tensors`)."""
+    return apply_structure(copy_sharing_tensors(model), structure)
 
 
 def bench_prune_speedup(
