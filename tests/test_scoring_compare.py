@@ -9,6 +9,8 @@ import torch
 
 from svlib.data.lists import read_key_value, read_trials
 from svlib.model import SpeakerModel
+import svlib.scoring.compare as compare_module
+import svlib.scoring.evaluate as evaluate_module
 import svlib.scoring.extract as extract_module
 from svlib.scoring import (cached_embeddings, compare_systems, cosine_scores, embedding_agreement, extract_embeddings,
                            logmel_embeddings, model_cache_dir, speaker_bootstrap, trial_speakers)
@@ -147,9 +149,6 @@ def test_the_cache_folder_changes_with_the_code_that_computes_embeddings(monkeyp
 def test_each_model_is_hashed_once_for_all_lists(lists, tmp_path, monkeypatch):
     """Hashing every weight of a full-size model takes seconds: compare_systems hashes each model once and passes
     the fingerprint to its cache folder and to evaluate_model, for every list."""
-    import svlib.scoring.compare as compare_module
-    import svlib.scoring.evaluate as evaluate_module
-
     calls, fingerprint = [], extract_module.model_fingerprint
 
     def counting(model):
