@@ -7,7 +7,11 @@ import torch.nn.functional as F
 from svlib.frontend.audio import load_audio, save_audio
 from svlib.data.lists import Trial, TrialList
 from svlib.model import SpeakerModel
+import svlib.scoring.extract as extract
+from svlib.frontend.features import FeatureExtractor
 from svlib.scoring.extract import (
+    FEATURE_CACHE,
+    FeatureCache,
     Segment,
     cosine_scores,
     enroll_embeddings,
@@ -52,6 +56,59 @@ def test_batched_extraction_equals_one_by_one(tiny, wavs):
     for utt, path in wavs.items():
         assert emb[utt].shape == (256,) and emb[utt].dtype == torch.float32
         torch.testing.assert_close(emb[utt], tiny.embed(path), atol=1e-5, rtol=1e-4)
+
+
+def test_cached_features_batch_like_the_front_end(wavs):
+    """Features computed one utterance at a time and batched by the cache equal the front end's own batch (padding
+    value, the odd last frame outside the mask)."""
+    frontend = FeatureExtractor()
+    audio = [load_audio(p) for p in wavs.values()] + [0.1 * torch.randn(16160)]  # the last: 99 fbank frames
+    expected, expected_mask = frontend(audio)
+    alone = [frontend([w]) for w in audio]
+    feats, mask = extract._batch_features([(f[0], int(m.sum())) for f, m in alone], torch.device("cpu"))
+    assert any(int(m.sum()) < f.shape[1] for f, m in alone)  # an utterance with an odd number of fbank frames
+    torch.testing.assert_close(feats, expected, atol=1e-5, rtol=1e-5)
+    assert torch.equal(mask, expected_mask)
+
+
+def test_features_are_computed_once_per_utterance_for_every_model(tiny, wavs, tmp_path, monkeypatch):
+    calls = []
+    forward = FeatureExtractor.forward
+    monkeypatch.setattr(FeatureExtractor, "forward", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    FEATURE_CACHE.clear()
+    first = extract_embeddings(tiny, wavs, batch_seconds=3.0, progress=False)
+    assert len(calls) == len(wavs) and len(FEATURE_CACHE) == len(wavs)
+    torch.manual_seed(5)
+    other = SpeakerModel.build("tiny", head="mfa").eval()
+    again = extract_embeddings(other, wavs, batch_seconds=3.0, progress=False)
+    assert len(calls) == len(wavs)  # the second model reused every utterance's features
+    monkeypatch.setattr(FEATURE_CACHE, "max_bytes", 0)  # a list too large for the cache: features not kept
+    uncached = extract_embeddings(other, wavs, batch_seconds=3.0, progress=False)
+    assert len(calls) == len(wavs) + 3  # three batches through the front end
+    for utt in wavs:
+        torch.testing.assert_close(again[utt], uncached[utt], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(first[utt], tiny.embed(wavs[utt]), atol=1e-5, rtol=1e-4)
+    monkeypatch.undo()
+    # a file written again is a new key: its features are computed again
+    path = tmp_path / "changed.wav"
+    save_audio(path, 0.1 * torch.randn(16000), 16000, subtype="FLOAT")
+    before = extract_embeddings(tiny, {"x": str(path)}, progress=False)["x"]
+    save_audio(path, 0.1 * torch.randn(20000), 16000, subtype="FLOAT")
+    after = extract_embeddings(tiny, {"x": str(path)}, progress=False)["x"]
+    torch.testing.assert_close(after, tiny.embed(str(path)), atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(before, after)
+
+
+def test_feature_cache_drops_the_least_recently_used_beyond_its_budget():
+    cache = FeatureCache(max_bytes=2 * 10 * 160 * 4)
+    item = torch.zeros(10, 160)
+    cache.put("a", item, 10)
+    cache.put("b", item, 10)
+    assert cache.get("a") is not None  # "a" is now the most recently used
+    cache.put("c", item, 10)
+    assert cache.get("b") is None and cache.get("a") is not None and cache.get("c") is not None
+    cache.clear()
+    assert len(cache) == 0
 
 
 def test_max_seconds_and_segments_crop_the_audio(tiny, wavs):

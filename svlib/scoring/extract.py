@@ -11,6 +11,12 @@ stays within ``batch_seconds``. The speaker model masks padded frames (attention
 batch gives the same embeddings as one-by-one :meth:`~svlib.model.speaker.SpeakerModel.embed` calls, up to float
 round-off. Audio for the next batch is read in a background thread while the model runs.
 
+The front end has no parameters, so every model embedding the same list computes the same features: a list whose
+features fit in :data:`FEATURE_CACHE` (1 GiB by default) has them computed once per process, one utterance at a time
+(so an utterance's features never depend on the others in its batch), and kept in memory, keyed by the file (path,
+size, modification time), the segment and the crop. The book's chapters embed each demo list with up to seven
+models, and every validation of a training stage embeds the test list again.
+
 Large sets (the AS-norm cohort is the whole training set: VoxCeleb2 dev has 1.09 M utterances) are embedded into an
 *embedding cache* on disk with :func:`extract_to_shards`: the sorted utterance list is cut into shards of
 ``shard_size`` utterances, each written once complete as ``shard-00000.safetensors``, next to a ``manifest.json``
@@ -32,6 +38,8 @@ import json
 import logging
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +55,7 @@ import transformers
 from svlib.core.atomic import atomic_write
 from svlib.core.progress import progress_bar
 from svlib.frontend.audio import AudioError, load_audio
+from svlib.frontend.features import PADDING_VALUE, FeatureExtractor
 from svlib.data.lists import Trial
 from svlib.core.distributed import barrier, broadcast_object, init_distributed, module_device
 import svlib.frontend
@@ -55,6 +64,8 @@ import svlib.model
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "FEATURE_CACHE",
+    "FeatureCache",
     "Segment",
     "probe_duration",
     "length_batches",
@@ -148,6 +159,70 @@ def _load(source: Segment, max_samples: int) -> torch.Tensor:
     return wav
 
 
+class FeatureCache:
+    """Front-end features of whole utterances (or segments), kept in memory up to ``max_bytes``, least recently used
+    first out (module docstring). Only :class:`~svlib.frontend.features.FeatureExtractor` features are kept: it has
+    no parameters, so they are the same for every model."""
+
+    def __init__(self, max_bytes: int = 2**30):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[torch.Tensor, int]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()  # the read-ahead thread gets while the model's thread puts
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @staticmethod
+    def key(source: Segment, max_samples: int) -> tuple:
+        """The file (resolved path, size, modification time), the segment and the crop."""
+        path = Path(source.path).resolve()
+        stat = path.stat()
+        return str(path), stat.st_size, stat.st_mtime_ns, source.start, source.duration, max_samples
+
+    def get(self, key: tuple) -> tuple[torch.Tensor, int] | None:
+        """``(features (T, 160), valid frames)`` or ``None``."""
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: tuple, features: torch.Tensor, valid: int) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (features, valid)
+            self._bytes += features.nbytes
+            while self._bytes > self.max_bytes:
+                _, (evicted, _) = self._items.popitem(last=False)
+                self._bytes -= evicted.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+
+
+FEATURE_CACHE = FeatureCache()
+"""The process's feature cache (:class:`FeatureCache`); set ``FEATURE_CACHE.max_bytes`` to change its budget."""
+
+_FEATURE_BYTES_PER_SECOND = 50 * 160 * 4
+"""float32 ``input_features`` per second of audio: 50 stacked frames of 160 values."""
+
+
+def _batch_features(items: Sequence[tuple[torch.Tensor, int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-utterance ``(features (T_i, 160), valid frames)`` as the front end's batch: ``(B, T, 160)`` padded with
+    its padding value, and the ``(B, T)`` long mask."""
+    frames = max(f.shape[0] for f, _ in items)
+    feats = torch.full((len(items), frames, items[0][0].shape[1]), PADDING_VALUE)
+    for row, (f, _) in enumerate(items):
+        feats[row, : f.shape[0]] = f
+    valid = torch.tensor([v for _, v in items])
+    mask = (torch.arange(frames)[None, :] < valid[:, None]).long()
+    return feats.to(device), mask.to(device)
+
+
 def _autocast(device: torch.device, bf16: bool):
     if bf16 and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -193,9 +268,27 @@ def extract_embeddings(
     batches = length_batches(durations, batch_seconds)
     max_samples = int(round(max_seconds * SAMPLE_RATE))
     logger.info("embedding %d utterances in %d batches on %s", len(sources), len(batches), device)
+    cache = None
+    if (type(model.frontend) is FeatureExtractor
+            and sum(durations.values()) * _FEATURE_BYTES_PER_SECOND <= FEATURE_CACHE.max_bytes):
+        cache = FEATURE_CACHE
+        cache_keys = {utt: FeatureCache.key(src, max_samples) for utt, src in sources.items()}
 
-    def load_batch(keys: Sequence[str]) -> list[torch.Tensor]:
-        return [_load(sources[k], max_samples) for k in keys]
+    def load_batch(keys: Sequence[str]) -> list[torch.Tensor | tuple[torch.Tensor, int]]:
+        """Each utterance's waveform, or its cached features."""
+        if cache is None:
+            return [_load(sources[k], max_samples) for k in keys]
+        return [cache.get(cache_keys[k]) or _load(sources[k], max_samples) for k in keys]
+
+    def features(keys: Sequence[str], items: list) -> tuple[torch.Tensor, torch.Tensor]:
+        if cache is None:  # the whole batch through the front end at once
+            return model.frontend([w.to(device, non_blocking=True) for w in items])  # (B, T, 160), (B, T)
+        for i, (key, item) in enumerate(zip(keys, items)):
+            if isinstance(item, torch.Tensor):  # a waveform: its features, alone
+                feats, mask = model.frontend([item.to(device)])
+                items[i] = (feats[0].cpu(), int(mask.sum()))
+                cache.put(cache_keys[key], *items[i])
+        return _batch_features(items, device)
 
     was_training = model.training
     model.to(device).eval()
@@ -206,11 +299,11 @@ def extract_embeddings(
         ) as bar:
             pending = pool.submit(load_batch, batches[0]) if batches else None
             for i, keys in enumerate(batches):
-                wavs = pending.result()
+                items = pending.result()
                 if i + 1 < len(batches):
                     pending = pool.submit(load_batch, batches[i + 1])  # read ahead while the model runs
                 # fbank in full precision (as the authors' CPU feature extractor), only the network under autocast
-                feats, mask = model.frontend([w.to(device, non_blocking=True) for w in wavs])  # (B, T, 160), (B, T)
+                feats, mask = features(keys, items)
                 with _autocast(device, bf16):
                     emb = model(feats, mask)  # (B, E)
                 for key, e in zip(keys, emb.float().cpu()):
