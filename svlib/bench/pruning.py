@@ -2,7 +2,7 @@
 
 Both models have random weights (timing does not depend on their values); the pruned one is the full model resized
 to the structure (:func:`svlib.model.resize.apply_structure`). CPU, batch 1, eval mode, ``torch.inference_mode``,
-median of ``repeats`` runs after a warm-up, for each input length, the two models timed interleaved
+median of ``repeats`` runs for each input length (after one warm-up round before the first), the models timed interleaved
 (:func:`~svlib.bench.timing.interleaved_times`). The MAC
 ratio of the same two encoders (counted with ``FlopCounterMode`` on the meta device) is reported next to the
 measured speed-up.
@@ -95,13 +95,16 @@ def bench_prune_speedup(
 
     rows = []
     with cpu_threads(threads) as used_threads:
-        for sec in seconds:
+        for i, sec in enumerate(seconds):
             frames = frames_for_samples(int(round(sec * SAMPLE_RATE)))
             x = torch.randn(1, frames, input_dim)
             x_meta = torch.zeros(1, frames, input_dim, device="meta")
             with torch.inference_mode():
+                # one untimed round before the first length only: a new length's first round is no outlier (4 rounds
+                # unwarmed, full/pruned: 1.54/0.43 s then 1.87-1.95/0.46-0.48 s at 4 s; 4.66/1.07 then 4.43-5.59/
+                # 1.01-1.09 s at 10 s), and a warm-up round at 10 s costs as much as a timed one
                 times = interleaved_times({name: (lambda m=m: m(input_features=x)) for name, m in models.items()},
-                                          repeats=repeats)
+                                          repeats=repeats, warmup=1 if i == 0 else 0)
                 macs = {name: count_macs(lambda m=m: m(input_features=x_meta)) for name, m in metas.items()}
             variants = {
                 name: {
