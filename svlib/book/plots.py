@@ -19,7 +19,7 @@ from matplotlib.ticker import NullFormatter
 import numpy as np
 import torch
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
-from scipy.stats import norm
+from scipy.special import ndtri  # the probit (the standard normal quantile) of the DET axes
 
 from svlib.core.atomic import atomic_write
 from svlib.scoring.metrics import compute_eer, det_curve
@@ -389,7 +389,7 @@ def plot_det_points(curves: dict, eers: dict | None = None, title: str = ""):
     """
     fig, ax = plt.subplots(figsize=(5.5, 5.5), constrained_layout=True)
     ticks = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6])
-    lo, hi = norm.ppf(0.005), norm.ppf(0.7)
+    lo, hi = ndtri(0.005), ndtri(0.7)
     eps = 1e-4
     for i, (label, (fpr, fnr)) in enumerate(curves.items()):
         fpr, fnr = _np(fpr), _np(fnr)
@@ -398,12 +398,12 @@ def plot_det_points(curves: dict, eers: dict | None = None, title: str = ""):
         else:
             k = int(np.argmin(np.abs(fpr - fnr)))
             eer = (fpr[k] + fnr[k]) / 2
-        ax.plot(norm.ppf(np.clip(fpr, eps, 1 - eps)), norm.ppf(np.clip(fnr, eps, 1 - eps)), color=f"C{i}",
+        ax.plot(ndtri(np.clip(fpr, eps, 1 - eps)), ndtri(np.clip(fnr, eps, 1 - eps)), color=f"C{i}",
                 label=f"{label} (EER {100 * eer:.2f} %)")
-        ax.plot(norm.ppf(max(eer, eps)), norm.ppf(max(eer, eps)), "o", color=f"C{i}")
+        ax.plot(ndtri(max(eer, eps)), ndtri(max(eer, eps)), "o", color=f"C{i}")
     ax.plot([lo, hi], [lo, hi], color="0.7", lw=0.8, ls="--")
-    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
-    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_xticks(ndtri(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(ndtri(ticks), [f"{100 * t:g}" for t in ticks])
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
     ax.set_xlabel("false-alarm rate (%)")
