@@ -176,6 +176,36 @@ def test_embedding_agreement_measures_each_runtime_against_pytorch(corpus, tmp_p
     assert table["shortest (s)"].iloc[0] == pytest.approx(1.0) and table["longest (s)"].iloc[0] == pytest.approx(1.3)
 
 
+def test_agreement_by_length_cuts_real_audio_to_each_length(corpus, tmp_path):  # noqa: F811
+    """svlib.scoring.agreement_by_length: excerpts of exactly each length, cut from the list's audio joined end to end;
+    cosine ~1 for the ONNX export at every length, lower for another model; too little audio is named."""
+    from svlib.data.lists import read_data_dir
+    from svlib.model import load_model
+    from svlib.scoring import agreement_by_length
+
+    model = load_model(corpus / "model").eval()
+    torch.manual_seed(5)
+    other = SpeakerModel.build("tiny", head="adapter_mfa").eval()
+    onnx_model = OnnxSpeakerModel(export_onnx(model, tmp_path / "m.onnx"))
+    seen = []
+
+    class Recorder:
+        def embed(self, wav):
+            seen.append(wav.shape[0])
+            return onnx_model.embed(wav)
+
+    wav_scp = read_data_dir(corpus).wav_scp
+    table = agreement_by_length(model, {"onnx": Recorder(), "another model": other}, wav_scp, seconds=(0.5, 1.5),
+                                excerpts=3)
+    assert seen == [8000] * 3 + [24000] * 3  # 1.5 s excerpts span two utterances of about 1 s
+    assert list(table.index) == [("onnx", 0.5), ("another model", 0.5), ("onnx", 1.5), ("another model", 1.5)]
+    assert (table["excerpts"] == 3).all()
+    assert (table.xs("onnx")["min cosine"] >= 0.99999).all()
+    assert (table.xs("another model")["min cosine"] < 0.99).all()
+    with pytest.raises(ValueError, match="excerpts of 20 s need 200.0 s"):
+        agreement_by_length(model, {"onnx": onnx_model}, wav_scp, seconds=(20.0,), excerpts=10)
+
+
 def test_time_speaker_models_pairs_every_runtime_with_the_reference(tmp_path):
     from svlib.bench.deploy import time_speaker_models
 

@@ -17,7 +17,7 @@ from svlib.data.lists import read_enroll_map, read_key_value, read_trials
 from svlib.scoring.authors import AUTHORS_KEY_MAP, load_authors_checkpoint
 from svlib.scoring.baseline import logmel_embeddings
 from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials, speaker_bootstrap, trial_speakers
-from svlib.scoring.compare import Comparison, compare_systems, embedding_agreement
+from svlib.scoring.compare import Comparison, agreement_by_length, compare_systems, embedding_agreement
 from svlib.scoring.evaluate import Evaluation, evaluate_model, fit_qmf, score_trials
 from svlib.scoring.extract import (
     Segment,
@@ -92,6 +92,7 @@ __all__ = [
     "score_trials",
     "bootstrap_trials",
     "compare_systems",
+    "agreement_by_length",
     "embedding_agreement",
     "bootstrap_trials",
     "speaker_bootstrap",

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from svlib.data.lists import read_key_value, read_trials
+from svlib.frontend.audio import load_audio
 from svlib.scoring.bootstrap import Interval, SpeakerBootstrap, bootstrap_trials, metric_digits
 from svlib.scoring.evaluate import Evaluation, evaluate_model, score_trials
 from svlib.scoring.extract import (cached_embeddings, extract_embeddings, model_cache_dir, model_fingerprint,
@@ -26,7 +27,7 @@ from svlib.scoring.extract import (cached_embeddings, extract_embeddings, model_
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Comparison", "compare_systems", "embedding_agreement"]
+__all__ = ["Comparison", "agreement_by_length", "compare_systems", "embedding_agreement"]
 
 _LABELS = {"eer_percent": "EER (%)", "min_dcf_0.01": "minDCF(0.01)", "min_dcf_0.05": "minDCF(0.05)"}
 
@@ -203,3 +204,44 @@ def embedding_agreement(reference: torch.nn.Module, others: Mapping[str, torch.n
         rows[name] = {"utterances": len(wav_scp), "shortest (s)": min(seconds), "longest (s)": max(seconds),
                       "min cosine": float(cos.min()), "median cosine": float(cos.median())}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+@torch.no_grad()
+def agreement_by_length(reference: torch.nn.Module, others: Mapping[str, torch.nn.Module],
+                        utt2path: Mapping[str, str | Path], seconds: Sequence[float] = (1.0, 2.0, 20.0),
+                        excerpts: int = 4, sample_rate: int = 16_000) -> pd.DataFrame:
+    """:func:`embedding_agreement` at chosen input lengths: the utterances of ``utt2path`` (in key order) are joined
+    end to end, and ``excerpts`` consecutive pieces of each length in ``seconds`` cut from the start of that real
+    audio are embedded one at a time (``model.embed``) by ``reference`` and by each other runtime.
+
+    Returns:
+        One row per (runtime, length in seconds): ``excerpts``, and the ``min`` and ``median`` cosine to the
+        reference over them.
+
+    Raises:
+        ValueError: the utterances hold less audio than ``excerpts × max(seconds)``.
+    """
+    need = int(round(excerpts * max(seconds) * sample_rate))
+    pieces, have = [], 0
+    for utt in sorted(utt2path):
+        if have >= need:
+            break
+        pieces.append(load_audio(utt2path[utt], sample_rate=sample_rate))
+        have += pieces[-1].shape[0]
+    if have < need:
+        raise ValueError(f"{len(utt2path)} utterances hold {have / sample_rate:.1f} s of audio; {excerpts} excerpts "
+                         f"of {max(seconds):g} s need {need / sample_rate:.1f} s")
+    audio = torch.cat(pieces)
+    rows = {}
+    for length in seconds:
+        size = int(round(length * sample_rate))
+        cuts = [audio[k * size:(k + 1) * size] for k in range(excerpts)]
+        exact = [reference.embed(cut) for cut in cuts]
+        for name, model in others.items():
+            cos = torch.stack([torch.nn.functional.cosine_similarity(e.float(), model.embed(cut).float(), dim=0)
+                               for e, cut in zip(exact, cuts)])
+            rows[(name, length)] = {"excerpts": excerpts, "min cosine": float(cos.min()),
+                                    "median cosine": float(cos.median())}
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.names = ["runtime", "seconds"]
+    return table
