@@ -8,8 +8,9 @@ import soundfile as sf
 import torch
 
 from svlib.data.augment import Augmenter, NoiseBank
-from svlib.frontend.audio import crop_or_loop
+from svlib.frontend.audio import crop_or_loop, save_audio
 from svlib.data.dataset import (
+    DECODED,
     SPEED_FACTORS,
     CropItem,
     CropLengthBatchSampler,
@@ -182,9 +183,24 @@ def test_dataset_is_deterministic_per_seed_epoch_index(corpus):
     assert torch.equal(a, b) and la == lb
     outs = {tuple(ds[CropItem(2, 12000, e)][0][:50].tolist()) for e in range(8)}
     assert len(outs) > 1  # other epochs draw differently
-    assert ds.load(2) is ds.load(2) and len(ds._cache) <= 2
+    assert ds.load(2) is ds.load(2) and len(DECODED) <= 2
     gen = item_generator(7, 4, 2)
     assert torch.equal(torch.rand(3, generator=gen), torch.rand(3, generator=item_generator(7, 4, 2)))
+
+
+def test_decoded_audio_is_shared_by_the_datasets_of_a_process(corpus, tmp_path):
+    """Two datasets in one process (two stages in turn) decode a file once; a file written again is decoded again."""
+    DECODED.clear()
+    first = SpeakerTrainDataset(*corpus, cache_size=8)
+    second = SpeakerTrainDataset(*corpus, cache_size=8)
+    assert second.load(1) is first.load(1) and len(DECODED) == 1
+    assert SpeakerTrainDataset(*corpus).load(1) is not first.load(1)  # cache_size 0: no cache
+    path = tmp_path / "u.wav"
+    save_audio(path, 0.1 * torch.ones(1600), 16000, subtype="FLOAT")
+    ds = SpeakerTrainDataset({"u": str(path)}, {"u": "s"}, cache_size=8)
+    before = ds.load(0)
+    save_audio(path, 0.1 * torch.ones(3200), 16000, subtype="FLOAT")
+    assert before.shape[0] == 1600 and ds.load(0).shape[0] == 3200
 
 
 def test_dataloader_with_sampler_and_collate(corpus):

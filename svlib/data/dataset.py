@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections import OrderedDict
 from fractions import Fraction
 from typing import Iterator, NamedTuple, Sequence
@@ -248,6 +249,12 @@ class CropLengthBatchSampler:
 
 
 # ------------------------------------------------------------------------------------------------------ dataset
+DECODED: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+"""Decoded training utterances of this process, least recently used first out, keyed by file (absolute path, size,
+modification time) and rate; at most the ``cache_size`` of the dataset that last added to it
+(:meth:`SpeakerTrainDataset.load`). Each DataLoader worker process has its own."""
+
+
 class SpeakerTrainDataset(torch.utils.data.Dataset):
     """Speaker-labelled training crops from Kaldi-style ``wav.scp`` / ``utt2spk`` mappings.
 
@@ -275,7 +282,8 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
         sample_rate: decoding rate (16 kHz for w2v-BERT 2.0).
         seed: base seed of the per-item generators.
         cache_size: number of decoded utterances kept in memory per process (0: no cache; useful for the small
-            demo corpus).
+            demo corpus). The cache belongs to the process, not to the dataset (:data:`DECODED`): the stages that
+            one process runs in turn (a chapter of the book runs up to six) decode each file once.
     """
 
     def __init__(
@@ -330,7 +338,6 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
         self.sample_rate = sample_rate
         self.seed = seed
         self.cache_size = cache_size
-        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         logger.info(
             "SpeakerTrainDataset: %d utterances, %d speakers, %d classes (speed perturbation %s, augmentation %s)",
             len(self.utts), self.num_speakers, self.num_classes, self.speed_perturb, augmenter is not None,
@@ -356,21 +363,26 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
         return len(self.utts)
 
     def load(self, index: int) -> torch.Tensor:
-        """Decoded utterance ``index`` (``(N,)`` float32 at ``sample_rate``), through the LRU cache if enabled."""
-        if index in self._cache:
-            self._cache.move_to_end(index)
-            return self._cache[index]
+        """Decoded utterance ``index`` (``(N,)`` float32 at ``sample_rate``), through the process's LRU cache
+        (:data:`DECODED`) if ``cache_size`` > 0."""
         path = self.paths[index]
         if path.rstrip().endswith("|"):
             raise ValueError(
                 f"utterance {self.utts[index]!r}: wav.scp entry {path!r} is a Kaldi pipe command; "
                 "expected a path to an audio file (decode the pipe to files first)"
             )
+        if self.cache_size <= 0:
+            return load_audio(path, self.sample_rate)
+        stat = os.stat(path)
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, self.sample_rate)  # a rewritten file: a new key
+        wav = DECODED.get(key)
+        if wav is not None:
+            DECODED.move_to_end(key)
+            return wav
         wav = load_audio(path, self.sample_rate)
-        if self.cache_size > 0:
-            self._cache[index] = wav
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        DECODED[key] = wav
+        while len(DECODED) > self.cache_size:
+            DECODED.popitem(last=False)
         return wav
 
     def __getitem__(self, item: CropItem | tuple[int, int] | tuple[int, int, int]) -> tuple[torch.Tensor, int]:
