@@ -54,3 +54,18 @@ def test_sparsity_sweep_figure_has_both_axes_and_labels_every_point():
     assert sorted(t.get_text() for t in left.texts) == ["0 %", "50 %", "80 %"]
     line = left.lines[0]
     assert list(line.get_xdata()) == [1.2, 0.6, 0.3], "points in order of sparsity"
+
+
+def test_sparsity_sweep_tick_labels_do_not_overlap():
+    """Forward times of 12.3, 14.4 and 14.7 ms (the demo's): the labels at the points would run into each other."""
+    points = {"demo": [(0, 0.0343, 14.7, 12.3, 7.8, 16.8), (60, 0.0224, 14.4, 15.6, 10.1, 20.8),
+                       (79, 0.0184, 12.3, 15.4, 9.8, 20.6)]}
+    fig = plots.plot_sparsity_sweep(points)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes[:2]:
+        boxes = [t.get_window_extent(renderer) for t in ax.get_xticklabels() if t.get_text()]
+        assert len(boxes) >= 2
+        assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:])), [t.get_text() for t in ax.get_xticklabels()]
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels() if t.get_text()] == ["12.3", "14.7"]
+

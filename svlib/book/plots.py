@@ -583,6 +583,21 @@ def plot_complexity_vs_sparsity(points: dict, title: str = ""):
     return fig
 
 
+def _spaced(values: list[float], gap: float = 0.12) -> list[float]:
+    """The sorted positive ``values`` a log axis can label without the labels running into each other: each kept one
+    at least ``gap`` of the axis (the values' log range plus :func:`plot_sparsity_sweep`'s margins) from the previous
+    one; the smallest is kept, and the largest in place of a too-close neighbour (unless that is the smallest)."""
+    logs = np.log10(values)
+    span = max(float(logs[-1] - logs[0]), 1e-12) * 1.3  # ax.margins(x=0.15) on each side
+    kept = [0]
+    for i in range(1, len(values)):
+        if logs[i] - logs[kept[-1]] >= gap * span:
+            kept.append(i)
+        elif i == len(values) - 1 and len(kept) > 1:
+            kept[-1] = i  # the largest replaces a too-close neighbour
+    return [values[i] for i in kept]
+
+
 @book_figure
 def plot_sparsity_sweep(points: dict, title: str = ""):
     """EER with its interval against MACs (left) and measured forward time (right), one point per sparsity.
@@ -610,7 +625,7 @@ def plot_sparsity_sweep(points: dict, title: str = ""):
         # log axes ticked at the points themselves: over a narrow range matplotlib's minor labels (1.1×10¹, …)
         # ran into each other; a margin keeps the sparsity labels inside the axes
         ax.set_xscale("log")
-        values = sorted({float(r[k]) for rows in points.values() for r in rows})
+        values = _spaced(sorted({float(r[k]) for rows in points.values() for r in rows}))
         ax.set_xticks(values, [f"{v:.3g}" for v in values])
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.margins(x=0.15)
