@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections import OrderedDict
 from fractions import Fraction
 from typing import Iterator, NamedTuple, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 
 from svlib.data.augment import Augmenter
-from svlib.frontend.audio import crop_or_loop, load_audio, resample
+from svlib.frontend.audio import crop_or_loop, file_identity, load_audio, resample
 
 logger = logging.getLogger(__name__)
 
@@ -250,9 +249,9 @@ class CropLengthBatchSampler:
 
 # ------------------------------------------------------------------------------------------------------ dataset
 DECODED: OrderedDict[tuple, torch.Tensor] = OrderedDict()
-"""Decoded training utterances of this process, least recently used first out, keyed by file (absolute path, size,
-modification time) and rate; at most the ``cache_size`` of the dataset that last added to it
-(:meth:`SpeakerTrainDataset.load`). Each DataLoader worker process has its own."""
+"""Decoded training utterances of this process, least recently used first out, keyed by file
+(:func:`~svlib.frontend.audio.file_identity`) and rate; at most the ``cache_size`` of the dataset that last added to
+it (:meth:`SpeakerTrainDataset.load`). Each DataLoader worker process has its own."""
 
 
 class SpeakerTrainDataset(torch.utils.data.Dataset):
@@ -373,8 +372,7 @@ class SpeakerTrainDataset(torch.utils.data.Dataset):
             )
         if self.cache_size <= 0:
             return load_audio(path, self.sample_rate)
-        stat = os.stat(path)
-        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns, self.sample_rate)  # a rewritten file: a new key
+        key = (*file_identity(path), self.sample_rate)
         wav = DECODED.get(key)
         if wav is not None:
             DECODED.move_to_end(key)

@@ -19,7 +19,7 @@ from svlib.core.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["AudioError", "crop_or_loop", "load_audio", "one_waveform", "resample", "save_audio"]
+__all__ = ["AudioError", "crop_or_loop", "file_identity", "load_audio", "one_waveform", "resample", "save_audio"]
 
 
 class AudioError(ValueError):
@@ -36,6 +36,14 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     if int(orig_sr) == int(new_sr):
         return wav
     return AF.resample(wav, int(orig_sr), int(new_sr))
+
+
+def file_identity(path: str | os.PathLike) -> tuple[str, int, int]:
+    """``(resolved path, size, modification time in ns)``: the key under which svlib's in-memory caches keep what they
+    decoded or computed from a file, so that a file written again is a new key."""
+    resolved = Path(path).resolve()
+    stat = resolved.stat()
+    return str(resolved), stat.st_size, stat.st_mtime_ns
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000, min_duration: float = 0.1) -> torch.Tensor:

@@ -54,7 +54,7 @@ import transformers
 
 from svlib.core.atomic import atomic_write
 from svlib.core.progress import progress_bar
-from svlib.frontend.audio import AudioError, load_audio
+from svlib.frontend.audio import AudioError, file_identity, load_audio
 from svlib.frontend.features import PADDING_VALUE, FeatureExtractor
 from svlib.data.lists import Trial
 from svlib.core.distributed import barrier, broadcast_object, init_distributed, module_device
@@ -175,10 +175,8 @@ class FeatureCache:
 
     @staticmethod
     def key(source: Segment, max_samples: int) -> tuple:
-        """The file (resolved path, size, modification time), the segment and the crop."""
-        path = Path(source.path).resolve()
-        stat = path.stat()
-        return str(path), stat.st_size, stat.st_mtime_ns, source.start, source.duration, max_samples
+        """The file (:func:`~svlib.frontend.audio.file_identity`), the segment and the crop."""
+        return *file_identity(source.path), source.start, source.duration, max_samples
 
     def get(self, key: tuple) -> tuple[torch.Tensor, int] | None:
         """``(features (T, 160), valid frames)`` or ``None``."""
