@@ -583,12 +583,16 @@ def plot_complexity_vs_sparsity(points: dict, title: str = ""):
     return fig
 
 
-def _spaced(values: list[float], gap: float = 0.12) -> list[float]:
+_SWEEP_X_MARGIN = 0.15
+"""Margin of :func:`plot_sparsity_sweep`'s x axes on each side, as a fraction of the data range (``ax.margins``)."""
+
+
+def _spaced(values: list[float], gap: float = 0.12, margin: float = _SWEEP_X_MARGIN) -> list[float]:
     """The sorted positive ``values`` a log axis can label without the labels running into each other: each kept one
-    at least ``gap`` of the axis (the values' log range plus :func:`plot_sparsity_sweep`'s margins) from the previous
-    one; the smallest is kept, and the largest in place of a too-close neighbour (unless that is the smallest)."""
+    at least ``gap`` of the axis (the values' log range plus ``margin`` of it on each side) from the previous one; the
+    smallest is kept, and the largest in place of a too-close neighbour (unless that is the smallest)."""
     logs = np.log10(values)
-    span = max(float(logs[-1] - logs[0]), 1e-12) * 1.3  # ax.margins(x=0.15) on each side
+    span = max(float(logs[-1] - logs[0]), 1e-12) * (1 + 2 * margin)
     kept = [0]
     for i in range(1, len(values)):
         if logs[i] - logs[kept[-1]] >= gap * span:
@@ -628,7 +632,7 @@ def plot_sparsity_sweep(points: dict, title: str = ""):
         values = _spaced(sorted({float(r[k]) for rows in points.values() for r in rows}))
         ax.set_xticks(values, [f"{v:.3g}" for v in values])
         ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.margins(x=0.15)
+        ax.margins(x=_SWEEP_X_MARGIN)
     fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=max(1, len(points)))
     if title:
         fig.suptitle(title)
